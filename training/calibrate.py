@@ -1,0 +1,59 @@
+"""Calibration: decision thresholds from held-out normal images, never from test labels.
+
+The default derives the image threshold and the pixel threshold from high quantiles of normal
+validation image scores and pixel values. The F1-optimal alternative looks at a labelled test set
+and is therefore optimistic; it exists for comparisons, runs only behind ``--f1-optimal``, and is
+recorded as such in the checkpoint.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from models.calibration import Calibration, from_normal_scores
+from models.detector import AnomalyDetector
+from models.preprocess import to_image_size
+from training.inference import score_images
+from training.metrics import f1_max
+
+
+def calibrate_on_normals(
+    detector: AnomalyDetector,
+    val: torch.Tensor,
+    device: torch.device,
+    image_quantile: float,
+    pixel_quantile: float,
+) -> Calibration:
+    """Thresholds from (M, C, S, S) normal validation images."""
+    scores, maps, _ = score_images(detector, val, device)
+    return from_normal_scores(scores, maps, image_quantile, pixel_quantile)
+
+
+def calibrate_f1_optimal(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    maps: Sequence[torch.Tensor],
+    masks: Sequence[np.ndarray],
+    normal_scale: float,
+) -> Calibration:
+    """Optimistic thresholds that maximise image and pixel F1 on a labelled set.
+
+    Args:
+        scores: (N,) image scores; labels: (N,) 1 for anomalous.
+        maps: (S, S) anomaly maps; masks: ground-truth masks at their own resolution.
+        normal_scale: logistic scale for the normalised score (kept from the normal calibration).
+    """
+    image_f1, image_threshold = f1_max(labels, scores)
+    pixel_scores = np.concatenate(
+        [to_image_size(m, *mask.shape).numpy().ravel() for m, mask in zip(maps, masks, strict=True)]
+    )
+    pixel_labels = np.concatenate([mask.ravel() for mask in masks])
+    pixel_f1, pixel_threshold = f1_max(pixel_labels, pixel_scores)
+    return Calibration(
+        pixel_threshold=float(pixel_threshold),
+        image_threshold=float(image_threshold),
+        score_scale=normal_scale,
+        method="f1-optimal (optimistic: uses test labels)",
+        details={"image_f1": float(image_f1), "pixel_f1": float(pixel_f1), "images": len(scores)},
+    )

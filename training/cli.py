@@ -1,0 +1,258 @@
+"""Command line: ``python -m training synth | fit | calibrate | evaluate``.
+
+Every failure the user can fix (bad arguments, a dataset off the layout, a broken checkpoint, a
+collapsed training) ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.detector import AnomalyDetector
+from training import synth
+from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
+from training.config import PRESETS, preset
+from training.data import (
+    DataError,
+    detect_color_mode,
+    fingerprint,
+    index_category,
+    load_batch,
+    split_train_val,
+)
+from training.fit import TrainingCollapsed, fit, resolve_device
+
+EXIT_USAGE = 2
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", type=Path, required=True, help="MVTec AD layout root (holds <category>/)")
+    p.add_argument("--category", required=True, help="category folder name under --data-root")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic category in MVTec AD layout")
+    synth.add_arguments(p)
+
+    p = sub.add_parser("fit", help="train, calibrate and save one category's checkpoint")
+    _add_data(p)
+    p.add_argument(
+        "--out", type=Path, required=True, help="checkpoint to write, e.g. weights/NAME.safetensors"
+    )
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training preset")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--ssim-loss-weight", type=float)
+    p.add_argument("--sspcab-loss-weight", type=float, help="λ of the SSPCAB self-supervised loss")
+    p.add_argument("--augment", choices=("none", "flip", "flip+rot90"))
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--image-quantile", type=float)
+    p.add_argument("--pixel-quantile", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--input-size", type=int, help="model input side (a multiple of the CAE's total pooling)")
+    p.add_argument("--anomaly-map", choices=("l2", "ssim", "gms", "ssim+gms"), help="scoring map")
+    p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("calibrate", help="recompute a checkpoint's thresholds")
+    _add_data(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="where to write (default: update --checkpoint in place)")
+    p.add_argument("--image-quantile", type=float, default=0.99)
+    p.add_argument("--pixel-quantile", type=float, default=0.999)
+    p.add_argument(
+        "--f1-optimal",
+        action="store_true",
+        help="OPTIMISTIC: pick F1-optimal thresholds on the labelled test set (recorded as such)",
+    )
+
+    p = sub.add_parser("evaluate", help="metrics and a report on the labelled test set")
+    _add_data(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--report-dir", type=Path, help="write metrics.json, report.md and plots here")
+    p.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint")
+    return parser
+
+
+def cmd_fit(args) -> int:
+    device = resolve_device(args.device)
+    index = index_category(args.data_root, args.category, need_test=False)
+    color_mode = detect_color_mode(index.train) if args.color_mode == "auto" else args.color_mode
+    chosen = preset(
+        args.preset,
+        channels=3 if color_mode == "RGB" else 1,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        ssim_loss_weight=args.ssim_loss_weight,
+        sspcab_loss_weight=args.sspcab_loss_weight,
+        augment=args.augment,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        image_quantile=args.image_quantile,
+        pixel_quantile=args.pixel_quantile,
+        seed=args.seed,
+    )
+    config = chosen.detector
+    if args.input_size:
+        config = replace(config, cae=replace(config.cae, input_size=args.input_size))
+    if args.anomaly_map:
+        config = replace(config, scoring=replace(config.scoring, anomaly_map=args.anomaly_map))
+    train_cfg = chosen.train
+    print(
+        f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
+        file=sys.stderr,
+    )
+    print(f"  model {json.dumps(config.to_dict())}", file=sys.stderr)
+    print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
+    train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
+    started = time.perf_counter()
+    train = load_batch(train_paths, config.input_size, color_mode)
+    val = load_batch(val_paths, config.input_size, color_mode)
+    torch.manual_seed(train_cfg.seed)
+    detector = AnomalyDetector(config)
+    result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
+    calibration = calibrate_on_normals(
+        detector, val, device, train_cfg.image_quantile, train_cfg.pixel_quantile
+    )
+    history = [asdict(r) for r in result.history]
+    summary = {
+        "preset": args.preset,
+        "config": train_cfg.to_dict(),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "final_train_loss": history[-1]["train_loss"],
+        "best_val_loss": min(h["val_loss"] for h in history),
+        "mean_image_mse": history[-1]["mean_image_mse"],
+        "seed": train_cfg.seed,
+        "val_fraction": train_cfg.val_fraction,
+        "dataset": {
+            "name": args.category,
+            "root": str(args.data_root),
+            "train_images": len(train_paths),
+            "val_images": len(val_paths),
+            "fingerprint": fingerprint(index.train, index.root),
+        },
+        "duration_s": round(time.perf_counter() - started, 1),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+    }
+    out = save_checkpoint(
+        args.out, detector, category=args.category, calibration=calibration, training=summary
+    )
+    log_path = out.with_suffix(".log.json")
+    log_path.write_text(json.dumps({"summary": summary, "history": history}, indent=1) + "\n")
+    _loss_plot(history, out.with_suffix(".loss.png"))
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(out),
+                **{k: summary[k] for k in ("epochs_run", "best_epoch", "duration_s")},
+                "image_threshold": calibration.image_threshold,
+                "pixel_threshold": calibration.pixel_threshold,
+            }
+        )
+    )
+    return 0
+
+
+def _loss_plot(history: list[dict], path: Path) -> None:
+    try:
+        from training.report import write_loss_curve
+    except ImportError:
+        print("  (matplotlib missing: no loss plot; install the [train] extra)", file=sys.stderr)
+        return
+    write_loss_curve(history, path)
+
+
+def cmd_calibrate(args) -> int:
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device)
+    training = checkpoint.metadata.get("training") or {}
+    index = index_category(args.data_root, args.category, need_test=args.f1_optimal)
+    # The same normal images fit held out: same fraction, same seed.
+    _, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), training.get("seed", 0))
+    val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode)
+    calibration = calibrate_on_normals(
+        checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile
+    )
+    if args.f1_optimal:
+        from training.evaluate import evaluate
+
+        run = evaluate(replace(checkpoint, calibration=calibration), index, device)
+        labels = np.array([d != "good" for d in run.defects])
+        maps = [torch.from_numpy(m) for m in run.maps]
+        calibration = calibrate_f1_optimal(run.scores, labels, maps, run.masks, calibration.score_scale)
+    out = args.out or args.checkpoint
+    save_checkpoint(
+        out,
+        checkpoint.detector,
+        category=checkpoint.category,
+        calibration=calibration,
+        training=training,
+        evaluation=checkpoint.metadata.get("evaluation"),
+    )
+    print(json.dumps({"checkpoint": str(out), **calibration.to_dict()}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from training.evaluate import evaluate
+    from training.report import headline
+
+    device = resolve_device(args.device)
+    checkpoint = load_checkpoint(args.checkpoint, device)
+    index = index_category(args.data_root, args.category)
+    started = time.perf_counter()
+    run = evaluate(checkpoint, index, device)
+    if args.report_dir:
+        from training.report import write_report
+
+        write_report(run, args.report_dir)
+        print(f"report written to {args.report_dir}", file=sys.stderr)
+    if args.record:
+        save_checkpoint(
+            args.checkpoint,
+            checkpoint.detector,
+            category=checkpoint.category,
+            calibration=checkpoint.calibration,
+            training=checkpoint.metadata.get("training"),
+            evaluation={**headline(run.metrics), "dataset": args.category, "images": run.metrics["images"]},
+        )
+    print(
+        f"evaluated {run.metrics['images']} images in {time.perf_counter() - started:.1f} s", file=sys.stderr
+    )
+    print(json.dumps(headline(run.metrics)))
+    return 0
+
+
+COMMANDS = {"synth": synth.run, "fit": cmd_fit, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingCollapsed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except (DataError, CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
