@@ -142,6 +142,15 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> Che
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(path, f"tensors cannot be read ({err})") from None
     detector = AnomalyDetector(config)
+    expected = detector.state_dict()
+    # load_state_dict raises a multi-line RuntimeError on a shape mismatch; name it here instead.
+    wrong = [
+        f"{key} {tuple(tensor.shape)} (the model expects {tuple(expected[key].shape)})"
+        for key, tensor in state.items()
+        if key in expected and tensor.shape != expected[key].shape
+    ]
+    if wrong:
+        raise CheckpointError(path, f"tensors of the wrong shape: {', '.join(wrong[:5])}")
     result = detector.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         problems = []

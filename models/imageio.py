@@ -18,8 +18,10 @@ def to_array(image: Image.Image, color_mode: str) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale: Pillow's convert("L") clips at 255, so scale the full range ourselves.
-        data = np.asarray(image, dtype=np.uint32)
-        image = Image.fromarray((data >> 8 if data.max() > 255 else data).astype(np.uint8), "L")
+        # Always the top byte: one fixed mapping, so a dark 16-bit frame stays dark instead of being
+        # read as 8-bit data (a per-image rule would make the same scene look different).
+        data = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray((data >> 8).astype(np.uint8), "L")
     elif image.mode == "F":
         data = np.asarray(image, dtype=np.float32)
         image = Image.fromarray(np.clip(data, 0, 255).astype(np.uint8), "L")

@@ -51,9 +51,22 @@ def calibrate_f1_optimal(
     pixel_labels = np.concatenate([mask.ravel() for mask in masks])
     pixel_f1, pixel_threshold = f1_max(pixel_labels, pixel_scores)
     return Calibration(
-        pixel_threshold=float(pixel_threshold),
-        image_threshold=float(image_threshold),
+        pixel_threshold=_for_strict_rule(pixel_scores, pixel_threshold),
+        image_threshold=_for_strict_rule(np.asarray(scores), image_threshold),
         score_scale=normal_scale,
         method="f1-optimal (optimistic: uses test labels)",
         details={"image_f1": float(image_f1), "pixel_f1": float(pixel_f1), "images": len(scores)},
     )
+
+
+def _for_strict_rule(scores: np.ndarray, threshold: float) -> float:
+    """``f1_max`` returns a threshold for ``score >= t``, but the detector flags ``score > t``
+    (``defect_mask``, the service, ``evaluate``). Halfway down to the next lower score flags
+    exactly the same scores under ``>``. In float32: the precision the maps are compared in."""
+    t = np.float32(threshold)
+    below = scores[scores < threshold]
+    if below.size == 0:
+        return float(np.nextafter(t, np.float32(-np.inf)))
+    lower = np.float32(below.max())
+    middle = np.float32((float(lower) + float(t)) / 2)
+    return float(middle if middle < t else lower)

@@ -42,6 +42,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        # Checked here, not only where they are used, so a bad value fails before training, not after.
+        for name in ("val_fraction", "image_quantile", "pixel_quantile"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in (0, 1), got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,6 +8,7 @@ and stops training with an explanation instead of producing a useless checkpoint
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -155,7 +156,9 @@ def fit(
         result.history.append(record)
         if val_loss < best_loss:
             best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
-        bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", best=result.best_epoch)
+        bar.set_postfix(
+            train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", best=result.best_epoch, s=f"{record.seconds:.1f}"
+        )
         bar.update()
         collapsed_epochs = collapsed_epochs + 1 if _collapsed(record, config) else 0
         if collapsed_epochs >= config.collapse_patience:
@@ -196,6 +199,16 @@ def _progress(total: int, enabled: bool):
 
 
 class _Silent:
-    def set_postfix(self, **_): ...
-    def update(self, *_): ...
-    def close(self): ...
+    """Without a progress bar (logs, CI), one line per epoch on stderr instead."""
+
+    def __init__(self) -> None:
+        self.epoch, self.postfix = 0, {}
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = values
+
+    def update(self, *_) -> None:
+        self.epoch += 1
+        print(f"epoch {self.epoch}: " + " ".join(f"{k} {v}" for k, v in self.postfix.items()), file=sys.stderr)
+
+    def close(self) -> None: ...

@@ -1,0 +1,179 @@
+"""Tests for models/checkpoint.py: round trip, no pickle, and a named reason for every defect."""
+
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.calibration import Calibration
+from models.checkpoint import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
+from models.detector import AnomalyDetector
+from tests.conftest import tiny_config
+
+
+def _contents(path) -> tuple[dict, dict]:
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        metadata = json.loads(f.metadata()[METADATA_KEY])
+    return tensors, metadata
+
+
+def _rewrite(src, dst, *, tensors=None, metadata=None):
+    """Write a copy of checkpoint ``src`` to ``dst`` with its tensors or metadata edited."""
+    old_tensors, old_metadata = _contents(src)
+    save_file(
+        old_tensors if tensors is None else tensors,
+        str(dst),
+        metadata={METADATA_KEY: json.dumps(old_metadata if metadata is None else metadata)},
+    )
+    return dst
+
+
+def test_round_trip_gives_the_same_outputs_and_metadata(tmp_path):
+    torch.manual_seed(0)
+    detector = AnomalyDetector(tiny_config(channels=1, anomaly_map="ssim", smoothing_sigma=1.0)).eval()
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02, details={"n": 3})
+    path = save_checkpoint(
+        tmp_path / "sub" / "gear.safetensors",
+        detector,
+        category="gear",
+        calibration=calibration,
+        training={"epochs_run": 2},
+    )
+    assert not list(path.parent.glob("*.tmp"))
+
+    loaded = load_checkpoint(path)
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        expected, got = detector(x), loaded.detector(x)
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a, b)
+    assert not loaded.detector.training
+    assert loaded.calibration == calibration
+    assert loaded.detector.config == detector.config
+    assert (loaded.category, loaded.input_size, loaded.color_mode) == ("gear", 24, "L")
+    meta = loaded.metadata
+    for key in (
+        "format_version",
+        "category",
+        "model",
+        "preprocessing",
+        "calibration",
+        "training",
+        "created_at",
+    ):
+        assert key in meta
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["training"] == {"epochs_run": 2}
+    assert meta["preprocessing"]["input_size"] == 24
+    assert read_metadata(path) == meta
+
+
+def test_the_file_is_safetensors_and_loading_never_unpickles(tiny_checkpoint, monkeypatch):
+    data = tiny_checkpoint.read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    assert METADATA_KEY in header["__metadata__"]
+    assert not data.startswith(b"PK") and not data.startswith(b"\x80")  # no zip/pickle container
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint must load without pickle")
+
+    for name in ("load", "loads"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert load_checkpoint(tiny_checkpoint).category == "widget"
+
+
+def _assert_error(path, reason_part):
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert reason_part in message
+    assert err.value.path == str(path)
+    return err.value
+
+
+@pytest.mark.parametrize("keep", [4, 100, 0.5, -10])
+def test_truncated_file(tiny_checkpoint, tmp_path, keep):
+    data = tiny_checkpoint.read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    broken = tmp_path / "truncated.safetensors"
+    broken.write_bytes(data[:n])
+    _assert_error(broken, "not a readable safetensors file")
+
+
+def test_not_a_checkpoint_at_all(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"this is not a checkpoint" * 10)
+    _assert_error(junk, "not a readable safetensors file")
+
+
+def test_wrong_format_version(tiny_checkpoint, tmp_path):
+    _, metadata = _contents(tiny_checkpoint)
+    path = _rewrite(tiny_checkpoint, tmp_path / "v2.safetensors", metadata={**metadata, "format_version": 2})
+    err = _assert_error(path, "format version 2 is not supported")
+    assert f"version {FORMAT_VERSION}" in err.reason
+
+
+@pytest.mark.parametrize("key", ["format_version", "category", "model", "preprocessing", "calibration"])
+def test_missing_metadata_key(tiny_checkpoint, tmp_path, key):
+    _, metadata = _contents(tiny_checkpoint)
+    del metadata[key]
+    path = _rewrite(tiny_checkpoint, tmp_path / "partial.safetensors", metadata=metadata)
+    _assert_error(path, f"metadata misses {key}")
+
+
+def test_no_metadata(tiny_checkpoint, tmp_path):
+    tensors, _ = _contents(tiny_checkpoint)
+    path = tmp_path / "bare.safetensors"
+    save_file(tensors, str(path))
+    _assert_error(path, f"no '{METADATA_KEY}' metadata")
+
+
+def test_invalid_model_metadata(tiny_checkpoint, tmp_path):
+    _, metadata = _contents(tiny_checkpoint)
+    metadata["model"]["cae"]["input_size"] = 25
+    path = _rewrite(tiny_checkpoint, tmp_path / "bad_model.safetensors", metadata=metadata)
+    _assert_error(path, "invalid model or calibration metadata")
+
+
+def test_missing_tensor(tiny_checkpoint, tmp_path):
+    tensors, _ = _contents(tiny_checkpoint)
+    name = sorted(tensors)[0]
+    del tensors[name]
+    path = _rewrite(tiny_checkpoint, tmp_path / "missing.safetensors", tensors=tensors)
+    _assert_error(path, f"missing tensors ['{name}']")
+
+
+def test_unexpected_tensor(tiny_checkpoint, tmp_path):
+    tensors, _ = _contents(tiny_checkpoint)
+    tensors["extra.weight"] = torch.zeros(2)
+    path = _rewrite(tiny_checkpoint, tmp_path / "extra.safetensors", tensors=tensors)
+    _assert_error(path, "unexpected tensors ['extra.weight']")
+
+
+def test_tensor_of_the_wrong_shape(tiny_checkpoint, tmp_path):
+    tensors, _ = _contents(tiny_checkpoint)
+    name = next(k for k, v in tensors.items() if v.ndim == 4)
+    tensors[name] = torch.zeros(1, 1, 1, 1)
+    path = _rewrite(tiny_checkpoint, tmp_path / "shape.safetensors", tensors=tensors)
+    _assert_error(path, f"tensors of the wrong shape: {name} (1, 1, 1, 1)")
+
+
+def test_not_a_file(tmp_path):
+    _assert_error(tmp_path / "absent.safetensors", "no such file")
+    _assert_error(tmp_path, "no such file")  # a directory

@@ -1,0 +1,80 @@
+"""Tests for training/calibrate.py: thresholds from normal images, and the optimistic F1 alternative."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.calibration import from_normal_scores
+from models.scoring import defect_mask
+from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
+from training.inference import score_images
+
+CPU = torch.device("cpu")
+
+
+def test_calibrate_on_normals_uses_the_detectors_own_scores(tiny_detector):
+    torch.manual_seed(1)
+    val = torch.rand(5, 3, 24, 24)
+    cal = calibrate_on_normals(tiny_detector, val, CPU, image_quantile=0.5, pixel_quantile=0.9)
+    with torch.no_grad():
+        out = tiny_detector(val)
+    assert cal.image_threshold == pytest.approx(float(out.image_score.double().median()), rel=1e-6)
+    assert cal.pixel_threshold == pytest.approx(
+        float(torch.quantile(out.anomaly_map.double(), 0.9)), rel=1e-6
+    )
+    scores, maps, _ = score_images(tiny_detector, val, CPU)
+    assert cal == from_normal_scores(scores, maps, 0.5, 0.9)
+    assert cal.method == "normal-quantile"
+    assert cal.details["normal_images"] == 5
+    # the normal images sit around the threshold, as a median makes them
+    normalized = cal.normalize(scores)
+    assert (normalized < 0.5).sum() == 2 and (normalized > 0.5).sum() == 2
+
+
+def _labelled_set():
+    scores = np.array([0.1, 0.2, 0.8, 0.9])
+    labels = np.array([0, 0, 1, 1])
+    maps = [
+        torch.tensor([[0.1, 0.9], [0.2, 0.3]]),
+        torch.tensor([[0.7, 0.1], [0.1, 0.1]]),
+        torch.tensor([[0.6, 0.1], [0.0, 0.1]]),
+    ]
+    masks = [
+        np.array([[0, 1], [0, 0]], dtype=bool),
+        np.array([[1, 0], [0, 0]], dtype=bool),
+        np.array([[1, 0], [0, 0]], dtype=bool),
+    ]
+    return scores, labels, maps, masks
+
+
+def test_f1_optimal_thresholds_separate_a_separable_set_with_the_detectors_rule():
+    scores, labels, maps, masks = _labelled_set()
+    cal = calibrate_f1_optimal(scores, labels, maps, masks, normal_scale=0.05)
+    assert cal.method.startswith("f1-optimal (optimistic")
+    assert cal.details == {"image_f1": 1.0, "pixel_f1": 1.0, "images": 4}
+    assert cal.score_scale == 0.05
+    # The detector flags score > threshold: that rule must reproduce the F1-max of 1.
+    assert ((scores > cal.image_threshold) == labels.astype(bool)).all()
+    assert 0.2 <= cal.image_threshold < 0.8
+    for amap, mask in zip(maps, masks, strict=True):
+        assert torch.equal(defect_mask(amap, cal.pixel_threshold), torch.from_numpy(mask))
+    assert 0.3 <= cal.pixel_threshold < 0.6
+    assert cal.normalize(torch.tensor([0.8])).item() > 0.5  # the lowest defect reads as anomalous
+
+
+def test_f1_optimal_with_no_lower_score_flags_everything():
+    scores = np.array([0.5, 0.5, 0.7])
+    labels = np.array([0, 1, 1])  # best F1 flags all three (a tie with a normal image)
+    maps = [torch.full((2, 2), 0.5)] * 3
+    masks = [np.ones((2, 2), dtype=bool)] * 3
+    cal = calibrate_f1_optimal(scores, labels, maps, masks, normal_scale=1.0)
+    assert (scores > cal.image_threshold).all()
+    assert cal.image_threshold < 0.5 and cal.image_threshold == pytest.approx(0.5)
+    assert bool(defect_mask(maps[0], cal.pixel_threshold).all())
+
+
+def test_f1_optimal_resizes_maps_to_the_masks():
+    scores, labels, maps, masks = _labelled_set()
+    big = [np.kron(m, np.ones((3, 3), dtype=bool)) for m in masks]  # masks at 6×6, maps at 2×2
+    cal = calibrate_f1_optimal(scores, labels, maps, big, normal_scale=1.0)
+    assert 0 < cal.details["pixel_f1"] <= 1

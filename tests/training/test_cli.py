@@ -1,0 +1,182 @@
+"""End to end through training/cli.py: synth → fit → calibrate → evaluate, and its one-line errors."""
+
+import contextlib
+import io
+import json
+import shutil
+
+import pytest
+
+from models.checkpoint import load_checkpoint, read_metadata
+from training.cli import main
+from training.evaluate import HEADLINE
+
+CATEGORY = "demo"
+
+
+def _args(data, command: str, *rest: str) -> list[str]:
+    """``command`` on the demo category under ``data``, on the CPU, with more flags."""
+    return [command, "--data-root", str(data), "--category", CATEGORY, "--device", "cpu", *rest]
+
+
+def _quiet(argv: list[str]) -> tuple[int, str]:
+    """Run the CLI outside capsys (module fixtures): exit code and stdout."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A synthetic category and a checkpoint fitted on it for one epoch at 24² (default preset)."""
+    base = tmp_path_factory.mktemp("cli")
+    data = base / "data"
+    sizes = ["--image-size", "32", "--n-train", "8", "--n-test-good", "3", "--n-test-per-defect", "1"]
+    code, _ = _quiet(["synth", "--out", str(data), "--category", CATEGORY, *sizes])
+    assert code == 0
+    checkpoint = base / "weights" / f"{CATEGORY}.safetensors"
+    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress"]
+    code, stdout = _quiet(_args(data, "fit", "--out", str(checkpoint), *small))
+    assert code == 0
+    return data, checkpoint, stdout
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
+    _, checkpoint, stdout = fitted
+    summary = _last_json(stdout)
+    assert summary["checkpoint"] == str(checkpoint)
+    assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
+    meta = read_metadata(checkpoint)
+    assert meta["category"] == CATEGORY
+    assert meta["preprocessing"]["input_size"] == 24 and meta["preprocessing"]["color_mode"] == "RGB"
+    assert meta["model"]["cae"]["batch_norm"] is True  # the default preset
+    assert meta["calibration"]["image_threshold"] == summary["image_threshold"]
+    training = meta["training"]
+    assert training["preset"] == "default" and training["config"]["epochs"] == 1
+    assert training["dataset"]["train_images"] + training["dataset"]["val_images"] == 8
+    log = json.loads(checkpoint.with_suffix(".log.json").read_text())
+    assert len(log["history"]) == 1
+    assert checkpoint.with_suffix(".loss.png").stat().st_size > 0
+
+
+def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")
+    report = tmp_path / "report"
+    code = main(
+        _args(data, "evaluate", "--checkpoint", str(checkpoint), "--report-dir", str(report), "--record")
+    )
+    stdout = capsys.readouterr().out
+    assert code == 0
+    metrics = _last_json(stdout)
+    for key in HEADLINE:
+        assert 0.0 <= metrics[key] <= 1.0
+    assert {p.name for p in report.iterdir()} >= {
+        "metrics.json",
+        "report.md",
+        "roc.png",
+        "pro.png",
+        "examples.png",
+    }
+    evaluation = read_metadata(checkpoint)["evaluation"]  # --record
+    assert evaluation["image_auroc"] == metrics["image_auroc"] and evaluation["dataset"] == CATEGORY
+
+
+def test_calibrate_updates_the_thresholds_in_place(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")
+    before = load_checkpoint(checkpoint)
+    code = main(_args(data, "calibrate", "--checkpoint", str(checkpoint), "--image-quantile", "0.5"))
+    assert code == 0
+    printed = _last_json(capsys.readouterr().out)
+    after = load_checkpoint(checkpoint)
+    assert after.calibration.image_threshold == printed["image_threshold"]
+    assert after.calibration.image_threshold < before.calibration.image_threshold  # median < 0.99 quantile
+    assert after.calibration.details["image_quantile"] == 0.5
+    assert after.metadata["training"] == before.metadata["training"]
+    for key, tensor in before.detector.state_dict().items():
+        assert tensor.equal(after.detector.state_dict()[key])
+
+
+def test_f1_optimal_calibration_is_recorded_and_reaches_f1_max_at_its_thresholds(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    optimistic = tmp_path / "optimistic.safetensors"
+    code = main(
+        _args(data, "calibrate", "--checkpoint", str(original), "--out", str(optimistic), "--f1-optimal")
+    )
+    assert code == 0
+    assert _last_json(capsys.readouterr().out)["method"].startswith("f1-optimal (optimistic")
+    assert read_metadata(original)["calibration"]["method"] == "normal-quantile"  # --out leaves it alone
+    report = tmp_path / "report"
+    assert main(_args(data, "evaluate", "--checkpoint", str(optimistic), "--report-dir", str(report))) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["thresholds"]["method"].startswith("f1-optimal (optimistic")
+    assert metrics["image_f1_at_threshold"] == pytest.approx(metrics["image_f1_max"])
+    assert metrics["pixel_f1_at_threshold"] == pytest.approx(metrics["pixel_f1_max"])
+
+
+def _assert_one_error_line(capsys, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_missing_data_root(tmp_path, capsys):
+    nowhere = tmp_path / "nowhere"
+    code = main(
+        ["fit", "--data-root", str(nowhere), "--category", CATEGORY, "--out", str(tmp_path / "x.safetensors")]
+    )
+    _assert_one_error_line(capsys, code, str(nowhere))
+
+
+def test_unknown_category(fitted, capsys):
+    data, checkpoint, _ = fitted
+    code = main(
+        ["evaluate", "--data-root", str(data), "--category", "gadget", "--checkpoint", str(checkpoint)]
+    )
+    _assert_one_error_line(capsys, code, "gadget", f"available: {CATEGORY}")
+
+
+def test_defect_image_without_mask(fitted, tmp_path, capsys):
+    data, checkpoint, _ = fitted
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    mask = copy / CATEGORY / "ground_truth" / "crack" / "000_mask.png"
+    mask.unlink()
+    code = main(_args(copy, "evaluate", "--checkpoint", str(checkpoint)))
+    _assert_one_error_line(capsys, code, "has no mask", str(mask))
+
+
+def test_corrupt_checkpoint(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(original.read_bytes()[:1000])
+    code = main(_args(data, "evaluate", "--checkpoint", str(corrupt)))
+    _assert_one_error_line(capsys, code, str(corrupt), "not a readable safetensors file")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--input-size", "25"], ("input_size", "try 24")),
+        (["--image-quantile", "1.5"], ("--image-quantile",)),  # refused before training, not after
+        (["--epochs", "0"], ("--epochs",)),
+    ],
+)
+def test_invalid_fit_settings_fail_before_training(fitted, tmp_path, capsys, flags, fragments):
+    data, _, _ = fitted
+    out = tmp_path / "never.safetensors"
+    code = main(_args(data, "fit", "--out", str(out), "--no-progress", *flags))
+    _assert_one_error_line(capsys, code, *fragments)
+    assert not out.exists()

@@ -1,0 +1,168 @@
+"""Tests for training/fit.py: a tiny fit, the best epoch, reproducibility, collapse detection."""
+
+import math
+from dataclasses import astuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import training.fit as fit_module
+from models.detector import AnomalyDetector
+from tests.conftest import tiny_config
+from training.config import TrainConfig
+from training.fit import TrainingCollapsed, augment, fit, resolve_device, validate
+
+CPU = torch.device("cpu")
+
+
+def _textures(n: int, seed: int, size: int = 24) -> torch.Tensor:
+    """(n, 3, size, size) smooth random textures in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, size // 4, size // 4, generator=generator)
+    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _detector(seed: int = 0) -> AnomalyDetector:
+    torch.manual_seed(seed)
+    return AnomalyDetector(tiny_config())
+
+
+def _config(**overrides) -> TrainConfig:
+    base = dict(epochs=3, batch_size=4, learning_rate=1e-2, patience=0, augment="flip")
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    images = _textures(12, seed=1)
+    return images[:9], images[9:]
+
+
+def test_tiny_fit_records_history_and_keeps_the_best_epoch(data):
+    train, val = data
+    config = _config()
+    result = fit(_detector(), train, val, config, CPU, progress=False)
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    for record in result.history:
+        assert all(math.isfinite(v) for v in astuple(record))
+        assert record.mean_image_mse > 0
+    val_losses = [r.val_loss for r in result.history]
+    assert result.best_epoch == 1 + val_losses.index(min(val_losses))
+    assert not result.stopped_early
+    assert not result.detector.training
+    # the weights kept are those the best validation loss was measured with
+    mean_image = train.mean(dim=0, keepdim=True)
+    val_loss = validate(result.detector.cae, val, mean_image, config)[0]
+    assert val_loss == pytest.approx(min(val_losses), rel=1e-6)
+
+
+def test_best_epoch_weights_are_restored_when_a_later_epoch_is_worse(data, monkeypatch):
+    train, val = data
+    real_validate = validate
+    scripted = iter([0.5, 0.2, 0.4])  # epoch 2 is the best
+
+    def scripted_validate(*args):
+        _, val_mse, mean_mse, diversity = real_validate(*args)
+        return next(scripted), val_mse, mean_mse, diversity
+
+    monkeypatch.setattr(fit_module, "validate", scripted_validate)
+    three = fit(_detector(), train, val, _config(epochs=3), CPU, progress=False)
+    monkeypatch.setattr(fit_module, "validate", real_validate)
+    two = fit(_detector(), train, val, _config(epochs=2), CPU, progress=False)
+    assert three.best_epoch == 2
+    for (name, a), (_, b) in zip(
+        three.detector.state_dict().items(), two.detector.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_early_stopping_after_patience(data, monkeypatch):
+    train, val = data
+    scripted = iter([0.1, 0.2, 0.3, 0.4, 0.5])
+    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0))
+    result = fit(_detector(), train, val, _config(epochs=5, patience=2), CPU, progress=False)
+    assert result.stopped_early
+    assert len(result.history) == 3
+    assert result.best_epoch == 1
+
+
+def test_the_same_seed_gives_identical_weights(data):
+    train, val = data
+    config = _config(epochs=2, augment="flip+rot90", seed=3)
+    a = fit(_detector(), train, val, config, CPU, progress=False).detector.state_dict()
+    b = fit(_detector(), train, val, config, CPU, progress=False).detector.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = fit(_detector(), train, val, _config(epochs=2, seed=4), CPU, progress=False).detector.state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _one_texture_with_noise(n: int, seed: int) -> torch.Tensor:
+    """Nearly identical images: the mean image reconstructs them almost perfectly."""
+    generator = torch.Generator().manual_seed(seed)
+    base = _textures(1, seed=0)
+    return (base + 0.01 * torch.randn(n, 3, 24, 24, generator=generator)).clamp(0, 1)
+
+
+def test_a_model_no_better_than_the_mean_image_is_reported_as_collapsed():
+    train, val = _one_texture_with_noise(8, 1), _one_texture_with_noise(4, 2)
+    config = _config(epochs=3, learning_rate=1e-9, collapse_warmup=0, collapse_patience=1)
+    with pytest.raises(TrainingCollapsed, match="constant output at epoch 1"):
+        fit(_detector(), train, val, config, CPU, progress=False)
+
+
+def test_collapse_waits_for_warmup_and_patience():
+    train, val = _one_texture_with_noise(8, 1), _one_texture_with_noise(4, 2)
+    patient = _config(epochs=2, learning_rate=1e-9, collapse_warmup=0, collapse_patience=3)
+    result = fit(_detector(), train, val, patient, CPU, progress=False)
+    assert all(r.val_mse >= 0.9 * r.mean_image_mse for r in result.history)  # collapsed, not yet stopped
+    warming = _config(epochs=2, learning_rate=1e-9, collapse_warmup=2, collapse_patience=1)
+    assert len(fit(_detector(), train, val, warming, CPU, progress=False).history) == 2
+
+
+def test_augment_flips_keep_the_pixels_and_none_is_identity():
+    batch = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    generator = torch.Generator().manual_seed(0)
+    assert augment(batch, "none", generator) is batch
+    for mode in ("flip", "flip+rot90"):
+        out = augment(batch, mode, generator)
+        assert out.shape == batch.shape
+        for a, b in zip(out, batch, strict=True):
+            assert torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+    assert torch.equal(batch, torch.arange(18, dtype=torch.float32).reshape(2, 1, 3, 3))  # input untouched
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--device cuda"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("epochs", 0, "--epochs"),
+        ("batch_size", 0, "--batch-size"),
+        ("collapse_patience", 0, "--collapse-patience"),
+        ("learning_rate", 0.0, "--learning-rate"),
+        ("mse_loss_weight", -1.0, "--mse-loss-weight"),
+        ("ssim_loss_weight", -0.5, "--ssim-loss-weight"),
+        ("sspcab_loss_weight", -0.1, "--sspcab-loss-weight"),
+        ("patience", -1, "--patience"),
+        ("augment", "rotate", "--augment"),
+        ("val_fraction", 1.0, "--val-fraction"),
+        ("image_quantile", 1.5, "--image-quantile"),
+        ("pixel_quantile", 0.0, "--pixel-quantile"),
+    ],
+)
+def test_train_config_validation_names_the_flag(field, value, flag):
+    with pytest.raises(ValueError, match=flag):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_defaults_are_valid_and_serialisable():
+    config = TrainConfig()
+    assert config.to_dict()["sspcab_loss_weight"] == 0.1
+    assert TrainConfig(**config.to_dict()) == config
