@@ -1,7 +1,8 @@
 """The complete anomaly detector of one category: image in, anomaly map and image score out.
 
-It joins the reconstruction model (``models.cae``) and the scoring (``models.scoring``) into one
-module, so that training, evaluation and the service all run exactly the same computation.
+It joins the reconstruction model (``models.cae``), the optional discriminative head
+(``models.head``) and the scoring (``models.scoring``) into one module, so that training,
+evaluation and the service all run exactly the same computation.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 from models.cae import CAE, CAEConfig
-from models.scoring import ScoringConfig, anomaly_map, image_score
+from models.head import DiscriminativeHead, HeadConfig
+from models.scoring import ScoringConfig, anomaly_map, image_score, smooth
 
 
 @dataclass(frozen=True)
@@ -20,13 +22,31 @@ class DetectorConfig:
 
     cae: CAEConfig = field(default_factory=CAEConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    head: HeadConfig | None = None  # with a head, the map is the head's segmentation
+
+    def __post_init__(self) -> None:
+        uses_head = self.scoring.anomaly_map == "head"
+        if uses_head != (self.head is not None):
+            raise ValueError(
+                "DetectorConfig: scoring.anomaly_map 'head' needs a head config and a head needs it "
+                f"(anomaly_map={self.scoring.anomaly_map!r}, head={'set' if self.head else 'none'})"
+            )
 
     def to_dict(self) -> dict:
-        return {"cae": asdict(self.cae), "scoring": asdict(self.scoring)}
+        return {
+            "cae": asdict(self.cae),
+            "scoring": asdict(self.scoring),
+            "head": asdict(self.head) if self.head else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "DetectorConfig":
-        return cls(cae=CAEConfig(**data["cae"]), scoring=ScoringConfig(**data["scoring"]))
+        head = data.get("head")
+        return cls(
+            cae=CAEConfig(**data["cae"]),
+            scoring=ScoringConfig(**data["scoring"]),
+            head=HeadConfig(**head) if head else None,
+        )
 
     @property
     def input_size(self) -> int:
@@ -44,7 +64,7 @@ class DetectorOutput(NamedTuple):
 
 
 class AnomalyDetector(nn.Module):
-    """Reconstruct, compare, score.
+    """Reconstruct, compare (or segment), score.
 
     Args:
         config: architecture and scoring.
@@ -54,9 +74,16 @@ class AnomalyDetector(nn.Module):
         super().__init__()
         self.config = config
         self.cae = CAE(config.cae)
+        self.head = DiscriminativeHead(config.head, config.channels) if config.head else None
+
+    def segment(self, images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """The raw (unsmoothed) anomaly map: the head's probabilities or the reconstruction error."""
+        if self.head is not None:
+            return torch.sigmoid(self.head(images, reconstruction).float())  # (B, S, S)
+        return anomaly_map(images, reconstruction, self.config.scoring, smoothing=False)
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         """Args: images (B, C, S, S) in [0, 1]. Returns reconstruction, anomaly map, image score."""
         reconstruction = self.cae(images)  # (B, C, S, S)
-        amap = anomaly_map(images, reconstruction, self.config.scoring)  # (B, S, S)
+        amap = smooth(self.segment(images, reconstruction), self.config.scoring.smoothing_sigma)
         return DetectorOutput(reconstruction, amap, image_score(amap, self.config.scoring))

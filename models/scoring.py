@@ -7,7 +7,8 @@ Maps are batched torch operations so that the service computes them on the devic
 - ``gms``: 1 − multi-scale gradient magnitude similarity (MSGMS, Zavrtanik et al., "Reconstruction
   by inpainting for visual anomaly detection", Pattern Recognition 2021), sensitive to thin edges
   such as scratches and cracks;
-- ``ssim+gms``: the mean of the two.
+- ``ssim+gms``: the mean of the two;
+- ``head``: the per-pixel probability of the discriminative head (``models.head``).
 A Gaussian smoothing removes single-pixel noise; the image score is the maximum of the map or the
 mean of its top-k fraction.
 """
@@ -125,7 +126,9 @@ def gms_map(image: torch.Tensor, reconstruction: torch.Tensor, scales: int = 4) 
     return (total / scales)[:, 0]
 
 
-def anomaly_map(image: torch.Tensor, reconstruction: torch.Tensor, config: ScoringConfig) -> torch.Tensor:
+def anomaly_map(
+    image: torch.Tensor, reconstruction: torch.Tensor, config: ScoringConfig, smoothing: bool = True
+) -> torch.Tensor:
     """(B, C, H, W) image and reconstruction → (B, H, W) anomaly map, smoothed as configured."""
     kind = config.anomaly_map
     if kind == "l2":
@@ -141,7 +144,7 @@ def anomaly_map(image: torch.Tensor, reconstruction: torch.Tensor, config: Scori
         )
     else:
         raise ValueError(f"anomaly map {kind!r} is not computed from a reconstruction alone")
-    return smooth(amap, config.smoothing_sigma)
+    return smooth(amap, config.smoothing_sigma) if smoothing else amap
 
 
 def smooth(amap: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, replace
 
 from models.cae import CAEConfig
 from models.detector import DetectorConfig
+from models.head import HeadConfig
 from models.scoring import ScoringConfig
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
@@ -19,6 +20,9 @@ class TrainConfig:
     mse_loss_weight: float = 1.0
     ssim_loss_weight: float = 1.0  # structural loss: sharper reconstructions of fine texture
     sspcab_loss_weight: float = 0.1  # λ of the SSPCAB self-supervised loss (Ristea et al. use 0.1)
+    segmentation_loss_weight: float = 1.0  # focal loss of the discriminative head (head presets only)
+    focal_gamma: float = 2.0
+    anomaly_probability: float = 0.5  # head presets: share of training images given a synthetic anomaly
     augment: str = "flip"  # "none", "flip" (horizontal+vertical), "flip+rot90"
     val_fraction: float = 0.1  # held-out normal images for early stopping and calibration
     patience: int = 15  # epochs without validation improvement before stopping; 0 disables
@@ -27,7 +31,8 @@ class TrainConfig:
     pixel_quantile: float = 0.999  # calibration: quantile of normal validation pixel values
     collapse_warmup: int = 10  # epochs before the constant-output check starts
     collapse_patience: int = 5  # consecutive collapsed epochs that stop training
-    collapse_ratio: float = 0.9  # collapsed: validation MSE >= this × the mean-image MSE
+    collapse_ratio: float = 0.9  # collapsed: validation MSE >= this × the mean-image MSE ...
+    collapse_diversity: float = 0.05  # ... and reconstructions vary less than this × the inputs
     amp: bool = True  # mixed precision (bfloat16) on CUDA; ignored on CPU
 
     def __post_init__(self) -> None:
@@ -58,6 +63,8 @@ class Preset:
     description: str
 
 
+RECONSTRUCTION = DetectorConfig(cae=CAEConfig(batch_norm=True), scoring=ScoringConfig())
+
 PRESETS: dict[str, Preset] = {
     # What the project was specified from: 126² CAE with SSPCAB but without its loss, MSE only,
     # raw squared-error map. 500 epochs in the specification; early stopping off to match it.
@@ -66,12 +73,27 @@ PRESETS: dict[str, Preset] = {
         TrainConfig(epochs=500, ssim_loss_weight=0.0, sspcab_loss_weight=0.0, augment="none", patience=0),
         "126² CAE + SSPCAB block without its loss, MSE loss, per-pixel squared-error map",
     ),
-    # The project default: BatchNorm keeps dark low-contrast data from collapsing to a constant,
-    # SSPCAB trains with its own loss, L2 + SSIM loss, and structure-aware maps (SSIM + MSGMS).
-    "default": Preset(
-        DetectorConfig(cae=CAEConfig(batch_norm=True), scoring=ScoringConfig()),
+    # Reconstruction only: BatchNorm keeps dark low-contrast data from collapsing to a constant,
+    # SSPCAB trains with its own loss, L2 + SSIM loss, structure-aware maps (SSIM + MSGMS).
+    "reconstruction": Preset(
+        RECONSTRUCTION,
         TrainConfig(),
         "126² CAE + SSPCAB with its loss, BatchNorm, L2+SSIM loss, smoothed SSIM+MSGMS map",
+    ),
+    # The project default: the reconstruction model trained on synthetic anomalies plus a
+    # discriminative U-Net head (with SSPCAB) whose segmentation is the anomaly map; the image
+    # score is the mean of the top 0.2 % of the map, robust to isolated pixels.
+    "default": Preset(
+        DetectorConfig(
+            cae=CAEConfig(batch_norm=True),
+            scoring=ScoringConfig(
+                anomaly_map="head", smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
+            ),
+            head=HeadConfig(),
+        ),
+        TrainConfig(epochs=80, patience=20),
+        "126² CAE + SSPCAB (with its loss) reconstructing synthetic anomalies, and a discriminative "
+        "U-Net head with SSPCAB whose segmentation is the anomaly map",
     ),
 }
 

@@ -1,10 +1,12 @@
-"""The training loop: one detector per category, reconstructing normal images only.
+"""The training loop: one detector per category, from normal images only.
 
 Loss = w_mse · MSE + w_ssim · (1 − SSIM) + λ · SSPCAB self-supervised loss (Ristea et al., CVPR
-2022). The best model on held-out normal images is kept, training stops early when validation stops
+2022). With a discriminative head (DRAEM, Zavrtanik et al., ICCV 2021), half the training images
+carry a synthetic anomaly (``training.anomaly_synthesis``): the autoencoder learns to reconstruct
+the clean image from it, and the head adds a focal segmentation loss against the anomaly's exact
+mask. The best model on held-out normal images is kept, training stops early when validation stops
 improving, and a constant-output collapse (a model that only reproduces the mean image) is detected
-and stops training with an explanation instead of producing a useless checkpoint.
-"""
+and stops training with an explanation instead of producing a useless checkpoint."""
 
 import copy
 import math
@@ -12,12 +14,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from models.detector import AnomalyDetector
 from models.scoring import ssim_loss
+from training.anomaly_synthesis import synthesize_batch
 from training.config import TrainConfig
 
 
@@ -34,6 +37,7 @@ class EpochRecord:
     mean_image_mse: float  # what a constant mean-image output would score on validation
     diversity: float  # spread of reconstructions across images relative to the inputs' spread
     seconds: float
+    val_segmentation_loss: float = 0.0  # head only: focal loss on fixed synthetic validation anomalies
 
 
 @dataclass
@@ -77,24 +81,59 @@ def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor, config: TrainConfi
     return loss
 
 
+def focal_loss(logits: torch.Tensor, masks: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al., ICCV 2017), mean over pixels: defects are a few pixels of
+    many, and the focal term keeps the easy normal pixels from drowning them."""
+    ce = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+    p_true = torch.exp(-ce)
+    return ((1 - p_true) ** gamma * ce).mean()
+
+
+def training_loss(
+    detector: AnomalyDetector, x: torch.Tensor, config: TrainConfig, rng: np.random.Generator, use_amp: bool
+) -> torch.Tensor:
+    """One batch's loss. With a head, inputs carry synthetic anomalies and the target stays clean."""
+    inputs, masks = x, None
+    if detector.head is not None:
+        inputs, masks = synthesize_batch(x, rng, config.anomaly_probability)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        recon, sspcab_loss = detector.cae.forward_with_loss(inputs)
+        logits = detector.head(inputs, recon) if detector.head is not None else None
+    loss = reconstruction_loss(x, recon.float(), config) + config.sspcab_loss_weight * sspcab_loss.float()
+    if logits is not None:
+        loss = loss + config.segmentation_loss_weight * focal_loss(logits.float(), masks, config.focal_gamma)
+    return loss
+
+
 @torch.no_grad()
 def validate(
-    model: nn.Module, val: torch.Tensor, mean_image: torch.Tensor, config: TrainConfig
-) -> tuple[float, float, float, float]:
-    """Validation loss, MSE, mean-image MSE and reconstruction diversity on normal held-out images."""
-    model.eval()
-    losses, mses, recons = [], [], []
+    detector: AnomalyDetector,
+    val: torch.Tensor,
+    mean_image: torch.Tensor,
+    config: TrainConfig,
+    anomalies: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[float, float, float, float, float]:
+    """On held-out normal images: validation loss, MSE, mean-image MSE, reconstruction diversity,
+    and (with a head) the segmentation loss on a fixed set of synthetic anomalies."""
+    detector.eval()
+    losses, mses, recons, seg = [], [], [], []
     for start in range(0, val.shape[0], config.batch_size):
         x = val[start : start + config.batch_size]
-        recon = model(x).float()
+        recon = detector.cae(x).float()
         losses.append(float(reconstruction_loss(x, recon, config)) * x.shape[0])
         mses.append(float(F.mse_loss(recon, x)) * x.shape[0])
         recons.append(recon)
+        if anomalies is not None and detector.head is not None:
+            aug, masks = (t[start : start + config.batch_size] for t in anomalies)
+            logits = detector.head(aug, detector.cae(aug)).float()
+            seg.append(float(focal_loss(logits, masks, config.focal_gamma)) * x.shape[0])
     n = val.shape[0]
     recon = torch.cat(recons)
     mean_image_mse = float(F.mse_loss(mean_image.expand_as(val), val))
     diversity = float(recon.std(dim=0).mean() / val.std(dim=0).mean().clamp_min(1e-8))
-    return sum(losses) / n, sum(mses) / n, mean_image_mse, diversity
+    seg_loss = sum(seg) / n if seg else 0.0
+    val_loss = sum(losses) / n + config.segmentation_loss_weight * seg_loss
+    return val_loss, sum(mses) / n, mean_image_mse, diversity, seg_loss
 
 
 def fit(
@@ -105,10 +144,10 @@ def fit(
     device: torch.device,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``detector.cae`` on normal images.
+    """Train the detector on normal images (and, with a head, on synthetic anomalies).
 
     Args:
-        detector: the detector to train (its CAE is trained; scoring has no parameters).
+        detector: the detector to train: its CAE, and its discriminative head if it has one.
         train: (N, C, S, S) normal training images in [0, 1], on any device.
         val: (M, C, S, S) held-out normal images.
         config: the training settings.
@@ -121,43 +160,53 @@ def fit(
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = detector.cae.to(device)
+    rng = np.random.default_rng(config.seed)
+    detector.to(device)
     use_amp = config.amp and device.type == "cuda"
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        detector.to(memory_format=torch.channels_last)
     train, val = train.to(device), val.to(device)
     mean_image = train.mean(dim=0, keepdim=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
+    anomalies = synthesize_batch(val, np.random.default_rng([config.seed, 1]), 1.0) if detector.head else None
+    optimizer = torch.optim.Adam(detector.parameters(), lr=config.learning_rate)
     result = FitResult(detector)
     best_loss, best_state, collapsed_epochs = math.inf, None, 0
     started = time.perf_counter()
     bar = _progress(config.epochs, progress)
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
+        detector.train()
         order = torch.randperm(train.shape[0], generator=generator)
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             x = augment(train[order[start : start + config.batch_size].to(device)], config.augment, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                recon, sspcab_loss = model.forward_with_loss(x)
-            loss = (
-                reconstruction_loss(x, recon.float(), config)
-                + config.sspcab_loss_weight * sspcab_loss.float()
-            )
+            loss = training_loss(detector, x, config, rng, use_amp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * x.shape[0]
-        val_loss, val_mse, mean_mse, diversity = validate(model, val, mean_image, config)
+        val_loss, val_mse, mean_mse, diversity, seg_loss = validate(
+            detector, val, mean_image, config, anomalies
+        )
         record = EpochRecord(
-            epoch, total / train.shape[0], val_loss, val_mse, mean_mse, diversity, time.perf_counter() - t0
+            epoch,
+            total / train.shape[0],
+            val_loss,
+            val_mse,
+            mean_mse,
+            diversity,
+            time.perf_counter() - t0,
+            seg_loss,
         )
         result.history.append(record)
         if val_loss < best_loss:
-            best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
+            best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(detector.state_dict()), epoch
         bar.set_postfix(
-            train=f"{record.train_loss:.4f}", val=f"{val_loss:.4f}", best=result.best_epoch, s=f"{record.seconds:.1f}"
+            train=f"{record.train_loss:.4f}",
+            val=f"{val_loss:.4f}",
+            best=result.best_epoch,
+            s=f"{record.seconds:.1f}",
         )
         bar.update()
         collapsed_epochs = collapsed_epochs + 1 if _collapsed(record, config) else 0
@@ -174,8 +223,8 @@ def fit(
             break
     bar.close()
     if best_state is not None:
-        model.load_state_dict(best_state)
-    model.to(memory_format=torch.contiguous_format)
+        detector.load_state_dict(best_state)
+    detector.to(memory_format=torch.contiguous_format)
     detector.eval()
     result.seconds = time.perf_counter() - started
     return result
@@ -185,6 +234,9 @@ def _collapsed(record: EpochRecord, config: TrainConfig) -> bool:
     return (
         record.epoch > config.collapse_warmup
         and record.val_mse >= config.collapse_ratio * record.mean_image_mse
+        # A stationary texture can be predicted nearly as well by its mean as by any model; only an
+        # output that also ignores its input is the collapse that makes a useless checkpoint.
+        and record.diversity < config.collapse_diversity
     )
 
 
@@ -209,6 +261,8 @@ class _Silent:
 
     def update(self, *_) -> None:
         self.epoch += 1
-        print(f"epoch {self.epoch}: " + " ".join(f"{k} {v}" for k, v in self.postfix.items()), file=sys.stderr)
+        print(
+            f"epoch {self.epoch}: " + " ".join(f"{k} {v}" for k, v in self.postfix.items()), file=sys.stderr
+        )
 
     def close(self) -> None: ...

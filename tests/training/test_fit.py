@@ -53,7 +53,7 @@ def test_tiny_fit_records_history_and_keeps_the_best_epoch(data):
     assert not result.detector.training
     # the weights kept are those the best validation loss was measured with
     mean_image = train.mean(dim=0, keepdim=True)
-    val_loss = validate(result.detector.cae, val, mean_image, config)[0]
+    val_loss = validate(result.detector, val, mean_image, config)[0]
     assert val_loss == pytest.approx(min(val_losses), rel=1e-6)
 
 
@@ -63,8 +63,8 @@ def test_best_epoch_weights_are_restored_when_a_later_epoch_is_worse(data, monke
     scripted = iter([0.5, 0.2, 0.4])  # epoch 2 is the best
 
     def scripted_validate(*args):
-        _, val_mse, mean_mse, diversity = real_validate(*args)
-        return next(scripted), val_mse, mean_mse, diversity
+        _, *rest = real_validate(*args)
+        return next(scripted), *rest
 
     monkeypatch.setattr(fit_module, "validate", scripted_validate)
     three = fit(_detector(), train, val, _config(epochs=3), CPU, progress=False)
@@ -80,7 +80,7 @@ def test_best_epoch_weights_are_restored_when_a_later_epoch_is_worse(data, monke
 def test_early_stopping_after_patience(data, monkeypatch):
     train, val = data
     scripted = iter([0.1, 0.2, 0.3, 0.4, 0.5])
-    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0))
+    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0, 0.0))
     result = fit(_detector(), train, val, _config(epochs=5, patience=2), CPU, progress=False)
     assert result.stopped_early
     assert len(result.history) == 3
@@ -166,3 +166,14 @@ def test_train_config_defaults_are_valid_and_serialisable():
     config = TrainConfig()
     assert config.to_dict()["sspcab_loss_weight"] == 0.1
     assert TrainConfig(**config.to_dict()) == config
+
+
+def test_mean_level_error_with_input_dependent_output_is_not_collapse():
+    from training.fit import EpochRecord, _collapsed
+
+    config = TrainConfig(collapse_warmup=0)
+    at_mean = dict(epoch=5, train_loss=1.0, val_loss=1.0, val_mse=0.01, mean_image_mse=0.01, seconds=1.0)
+    assert _collapsed(EpochRecord(**at_mean, diversity=0.01), config)
+    # A stationary texture: the mean predicts it about as well, but the output still follows the input.
+    assert not _collapsed(EpochRecord(**at_mean, diversity=0.5), config)
+    assert not _collapsed(EpochRecord(**{**at_mean, "val_mse": 0.002}, diversity=0.01), config)

@@ -1,0 +1,70 @@
+"""Tests for models/head.py and the detector built with it."""
+
+import pytest
+import torch
+
+from models.calibration import Calibration
+from models.cae import CAEConfig
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.detector import AnomalyDetector, DetectorConfig
+from models.head import DiscriminativeHead, HeadConfig
+from models.scoring import ScoringConfig
+from models.sspcab import SSPCAB
+
+
+def head_detector(channels: int = 3, size: int = 24) -> AnomalyDetector:
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        cae=CAEConfig(input_size=size, in_channels=channels, widths=(4, 8), pools=(2,), bottleneck_channels=8),
+        scoring=ScoringConfig(anomaly_map="head", smoothing_sigma=1.0),
+        head=HeadConfig(widths=(4, 8, 8)),
+    )
+    return AnomalyDetector(config).eval()
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (25, 31), (7, 9)])
+def test_head_keeps_the_spatial_size_and_reads_both_images(shape):
+    head = DiscriminativeHead(HeadConfig(widths=(4, 8, 8)), image_channels=3).eval()
+    image, recon = torch.rand(2, 3, *shape), torch.rand(2, 3, *shape)
+    logits = head(image, recon)
+    assert logits.shape == (2, *shape)
+    assert not torch.allclose(logits, head(image, image))  # the reconstruction matters
+
+
+def test_head_has_sspcab_at_its_bottleneck_only_when_asked():
+    assert isinstance(DiscriminativeHead(HeadConfig(), 1).sspcab, SSPCAB)
+    assert not any(isinstance(m, SSPCAB) for m in DiscriminativeHead(HeadConfig(sspcab=False), 1).modules())
+
+
+def test_detector_map_is_the_head_probability_in_0_1():
+    detector = head_detector(channels=1)
+    with torch.no_grad():
+        out = detector(torch.rand(3, 1, 24, 24))
+    assert out.anomaly_map.shape == (3, 24, 24)
+    assert out.anomaly_map.min() >= 0 and out.anomaly_map.max() <= 1
+    assert out.image_score.shape == (3,)
+
+
+def test_head_and_map_must_come_together():
+    with pytest.raises(ValueError, match="head"):
+        DetectorConfig(scoring=ScoringConfig(anomaly_map="head"))
+    with pytest.raises(ValueError, match="head"):
+        DetectorConfig(scoring=ScoringConfig(anomaly_map="l2"), head=HeadConfig())
+
+
+def test_checkpoint_round_trip_with_the_head(tmp_path):
+    detector = head_detector()
+    path = save_checkpoint(
+        tmp_path / "h.safetensors",
+        detector,
+        category="h",
+        calibration=Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1),
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.detector.head is not None
+    assert loaded.metadata["model"]["head"]["widths"] == [4, 8, 8]
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        a, b = detector(x), loaded.detector(x)
+    assert torch.equal(a.anomaly_map, b.anomaly_map)
+    assert torch.equal(a.image_score, b.image_score)
