@@ -41,9 +41,9 @@ test: lint typecheck pytest  ## what CI runs: lint, type check, tests
 
 # Rebuild weights/demo.safetensors from the synthetic generator (about 10 minutes on 2 CPU cores).
 demo-weights: setup
-	$(BIN)/python -m training synth --out $(DATA)/synthetic --category demo --seed 0
+	$(BIN)/python -m training synth --out $(DATA)/synthetic --category demo --seed 0 --overwrite
 	$(BIN)/python -m training fit --data-root $(DATA)/synthetic --category demo --seed 0 \
-		--input-size 96 --epochs 40 --out weights/demo.safetensors --no-progress
+		--epochs 40 --out weights/demo.safetensors --no-progress
 	$(BIN)/python -m training evaluate --data-root $(DATA)/synthetic --category demo \
 		--checkpoint weights/demo.safetensors --report-dir reports/demo --record
 

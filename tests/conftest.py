@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.calibration import Calibration
 from models.cae import CAEConfig
+from models.calibration import Calibration
 from models.checkpoint import save_checkpoint
 from models.detector import AnomalyDetector, DetectorConfig
 from models.scoring import ScoringConfig

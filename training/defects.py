@@ -132,9 +132,7 @@ def paint_hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     radius = max(2.5, rng.uniform(0.03, 0.07) * min(h, w))
     wobble = 0.06
     rim_width = rng.uniform(1.0, 2.5)
-    centre = _place(
-        np.zeros((1, 2)), (h, w), rng, margin=radius * (1 + 3 * wobble) + 2 * rim_width + 2
-    )[0]
+    centre = _place(np.zeros((1, 2)), (h, w), rng, margin=radius * (1 + 3 * wobble) + 2 * rim_width + 2)[0]
     dy, dx = np.arange(h)[:, None] - centre[0], np.arange(w)[None, :] - centre[1]
     r, phi = np.hypot(dy, dx), np.arctan2(dy, dx)
     outline = radius * (1 + _boundary_wobble(phi, wobble, rng))
@@ -153,9 +151,7 @@ def paint_hole(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return _commit(image, painted)
 
 
-def paint_contamination(
-    image: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def paint_contamination(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """An irregular Perlin-shaped blob of foreign material (grease, rust, powder, fibre).
 
     Args:
@@ -198,9 +194,7 @@ DEFECTS: dict[str, Painter] = {
 }
 
 # Per-channel transmittance of stains: rust/water, oil, soot, pale residue.
-_STAIN_GAINS = np.array(
-    [[0.80, 0.62, 0.42], [0.78, 0.80, 0.55], [0.60, 0.60, 0.65], [1.15, 1.12, 1.02]]
-)
+_STAIN_GAINS = np.array([[0.80, 0.62, 0.42], [0.78, 0.80, 0.55], [0.60, 0.60, 0.65], [1.15, 1.12, 1.02]])
 # Foreign materials: grease/soot, rust, powder/paint, green plastic fibre, oily yellow.
 _FOREIGN_COLOURS = np.array(
     [
@@ -219,9 +213,7 @@ def _as_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be RGB of shape (H, W, 3), got {image.shape}")
     if min(image.shape[:2]) < MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"image must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image.shape[:2]}"
-        )
+        raise ValueError(f"image must be at least {MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}, got {image.shape[:2]}")
     return image
 
 
@@ -232,9 +224,7 @@ def _commit(image: np.ndarray, painted: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.where(mask[..., None], painted, image), mask
 
 
-def _place(
-    points: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, margin: float
-) -> np.ndarray:
+def _place(points: np.ndarray, shape: tuple[int, int], rng: np.random.Generator, margin: float) -> np.ndarray:
     """Translate (N, 2) (y, x) points to a random spot at least `margin` px inside the image."""
     low = points.min(axis=0) - margin
     room = np.array(shape, dtype=np.float64) - 1 - (points.max(axis=0) + margin - low)

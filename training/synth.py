@@ -88,9 +88,7 @@ def write_category(
         f"--n-test-per-defect {n_test_per_defect} --kind {kind}"
     )
     (root / "README.md").write_text(
-        _readme(
-            category, command, resolved_kind, image_size, n_train, n_test_good, n_test_per_defect
-        )
+        _readme(category, command, resolved_kind, image_size, n_train, n_test_good, n_test_per_defect)
     )
     return root
 
@@ -112,23 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write the category in")
     parser.add_argument("--category", default="demo", help="category folder name (default: demo)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
-    parser.add_argument(
-        "--image-size", type=int, default=128, help="image side in px, >= 32 (default: 128)"
-    )
+    parser.add_argument("--image-size", type=int, default=128, help="image side in px, >= 32 (default: 128)")
     parser.add_argument("--n-train", type=int, default=200, help="normal training images")
     parser.add_argument("--n-test-good", type=int, default=20, help="normal test images")
-    parser.add_argument(
-        "--n-test-per-defect", type=int, default=10, help="test images per defect type"
-    )
+    parser.add_argument("--n-test-per-defect", type=int, default=10, help="test images per defect type")
     parser.add_argument(
         "--kind",
         default="auto",
         choices=("auto", *KINDS),
         help="texture kind; auto picks one from the category name (default: auto)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing category of that name"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing category of that name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     )
     n_test = args.n_test_good + args.n_test_per_defect * len(DEFECTS)
     print(
-        f"wrote {root} ({resolve_kind(args.kind, args.category)}): "
-        f"{args.n_train} train, {n_test} test images"
+        f"wrote {root} ({resolve_kind(args.kind, args.category)}): {args.n_train} train, {n_test} test images"
     )
     return 0
 
@@ -196,9 +187,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
     root.mkdir(parents=True, exist_ok=True)
 
 
-def _paint(
-    painter: Painter, image: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _paint(painter: Painter, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Apply a defect painter, retrying in the (rare) case it changed no pixel visibly."""
     for _ in range(_MAX_PAINT_TRIES):
         painted, mask = painter(image, rng)

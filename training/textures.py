@@ -125,9 +125,7 @@ def _brushed_metal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarr
     """Grey steel brushed along x: long thin streaks under a soft sheen, (H, W, 3)."""
     width = shape[1]
     # Brushing smears fine roughness along the stroke: noise blurred hard along x, barely along y.
-    streaks = ndimage.gaussian_filter(
-        rng.standard_normal(shape), sigma=(0.7, width / 12), mode="wrap"
-    )
+    streaks = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=(0.7, width / 12), mode="wrap")
     streaks /= streaks.std() + 1e-12
     # Sheen: slow brightness change from the lighting and the part's slight curvature.
     sheen = perlin_noise(shape, (1.5, 1.5), rng, octaves=2) - 0.5

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.calibration import Calibration
 from models.cae import CAEConfig
+from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, DetectorConfig
 from models.head import DiscriminativeHead, HeadConfig
@@ -15,7 +15,9 @@ from models.sspcab import SSPCAB
 def head_detector(channels: int = 3, size: int = 24) -> AnomalyDetector:
     torch.manual_seed(0)
     config = DetectorConfig(
-        cae=CAEConfig(input_size=size, in_channels=channels, widths=(4, 8), pools=(2,), bottleneck_channels=8),
+        cae=CAEConfig(
+            input_size=size, in_channels=channels, widths=(4, 8), pools=(2,), bottleneck_channels=8
+        ),
         scoring=ScoringConfig(anomaly_map="head", smoothing_sigma=1.0),
         head=HeadConfig(widths=(4, 8, 8)),
     )

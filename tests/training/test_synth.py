@@ -111,9 +111,7 @@ def test_command_line_hook(tmp_path, capsys):
         "--n-test-per-defect",
         "1",
     ]
-    args = parser.parse_args(
-        ["--out", str(tmp_path), "--category", "cli", *sizes, "--kind", "fabric"]
-    )
+    args = parser.parse_args(["--out", str(tmp_path), "--category", "cli", *sizes, "--kind", "fabric"])
     assert run(args) == 0
     assert (tmp_path / "cli/ground_truth/hole/000_mask.png").is_file()
     assert "fabric" in capsys.readouterr().out
