@@ -1,0 +1,1 @@
+"""HTTP routes: inspection, categories, health. Each module holds one router."""

@@ -1,0 +1,109 @@
+"""Service settings: one pydantic-settings class, read once from ``INSPECT_*`` environment variables.
+
+``get_settings()`` is the FastAPI dependency every part of the service reads them through (the
+lifespan included, see ``app.main``), so a test overrides them in one place with
+``app.dependency_overrides[get_settings]`` or ``create_app(settings)``. Invalid values stop the
+start with a ``SettingsError`` that names the environment variable and the fix.
+"""
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "INSPECT_"
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def default_codec_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the service; the message names each variable at fault."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune, with the environment variable of each in its description."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    weights_dir: Path = Field(Path("weights"), description="folder of <category>.safetensors checkpoints")
+    device: str = Field("auto", description="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
+    max_batch_size: int = Field(16, ge=1, le=1024, description="images stacked into one forward pass")
+    max_batch_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="longest wait for the oldest image before a partial batch runs"
+    )
+    max_queue: int = Field(256, ge=1, description="images waiting across all categories; beyond: 503")
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="longest wait for an image's inference; beyond: 504"
+    )
+    max_upload_mb: float = Field(20.0, gt=0, description="largest request body, in MiB; beyond: 413")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image (width × height); beyond: 413")
+    max_images_per_request: int = Field(16, ge=1, description="most images in one request; beyond: 413")
+    codec_workers: int = Field(
+        default_factory=default_codec_workers, ge=1, le=256, description="threads that decode and encode"
+    )
+    torch_threads: int = Field(
+        0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: the cores the codecs leave"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DEVICE_PATTERN.fullmatch(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Settings":
+        if self.max_batch_wait_ms / 1000 >= self.request_timeout_s:
+            raise ValueError(
+                "INSPECT_MAX_BATCH_WAIT_MS must be less than INSPECT_REQUEST_TIMEOUT_S (in seconds), "
+                "else every image would time out while its batch fills"
+            )
+        if self.max_queue < self.max_images_per_request:
+            raise ValueError(
+                "INSPECT_MAX_QUEUE must be at least INSPECT_MAX_IMAGES_PER_REQUEST, "
+                "else a request with the most images could never be queued"
+            )
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def cpu_torch_threads(self) -> int:
+        """Torch threads for CPU inference: as set, else the cores left over by the codec pool.
+
+        Torch's default, one thread per core, oversubscribes the CPU once the codec pool is busy too,
+        and OpenMP threads that wait on each other then lose whole scheduler slices: on a 2-core
+        machine it cut the throughput at 32 concurrent clients tenfold.
+        """
+        return self.torch_threads or max(1, (os.cpu_count() or 1) - self.codec_workers)
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment (and ``overrides``), or a SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            shown = f" (got {error['input']!r})" if field and "input" in error else ""
+            problems.append(f"{name}: {message}{shown}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once (FastAPI dependency)."""
+    return load_settings()

@@ -1,0 +1,78 @@
+"""The worker's per-batch computation: identical to running the detector on each image alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from app.inference import THRESHOLD_LEVEL, map_levels, run_batch, warm_up
+from models.checkpoint import load_checkpoint
+from models.preprocess import to_image_size, to_model_input
+from models.scoring import defect_mask
+from tests.app.conftest import random_image
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def checkpoint(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint, CPU)
+
+
+def alone(checkpoint, image):
+    """The reference: one image through the detector, its map at the image's size."""
+    with torch.inference_mode():
+        output = checkpoint.detector(to_model_input([torch.from_numpy(image)], checkpoint.input_size))
+        amap = to_image_size(output.anomaly_map[0], image.shape[0], image.shape[1])
+    return float(output.image_score[0]), amap
+
+
+def test_a_batch_gives_each_image_its_own_result(checkpoint):
+    images = [random_image(40, 30, seed=1), random_image(17, 50, seed=2), random_image(24, 24, seed=3)]
+    results = run_batch(checkpoint, images, [None, None, None], CPU)
+    calibration = checkpoint.calibration
+    for image, result in zip(images, results, strict=True):
+        score, amap = alone(checkpoint, image)
+        assert result.score == pytest.approx(score, rel=1e-5, abs=1e-7)
+        expected_normalized = float(calibration.normalize(torch.tensor(score)))
+        assert result.normalized_score == pytest.approx(expected_normalized, rel=1e-5)
+        assert result.is_anomalous == (score > calibration.image_threshold)
+        assert result.mask.shape == result.anomaly_map.shape == image.shape[:2]
+        assert result.mask.dtype == bool and result.anomaly_map.dtype == np.uint8
+        expected_mask = defect_mask(amap, calibration.pixel_threshold).numpy()
+        assert (result.mask != expected_mask).mean() < 0.005  # float rounding at the threshold only
+        assert result.anomalous_area_fraction == pytest.approx(result.mask.mean(), abs=1e-6)
+        assert result.pixel_threshold == calibration.pixel_threshold
+
+
+def test_a_threshold_override_changes_the_mask_not_the_verdict(checkpoint):
+    image = random_image(seed=4)
+    calibrated, everything, nothing = run_batch(checkpoint, [image] * 3, [None, 0.0, 1e9], CPU)
+    assert everything.anomalous_area_fraction > 0.9 and everything.pixel_threshold == 0.0
+    assert nothing.anomalous_area_fraction == 0.0 and not nothing.mask.any()
+    assert everything.is_anomalous == nothing.is_anomalous == calibrated.is_anomalous
+    assert everything.normalized_score == calibrated.normalized_score
+    np.testing.assert_array_equal(everything.anomaly_map, calibrated.anomaly_map)  # calibrated scale
+
+
+def test_map_levels_put_the_threshold_at_128():
+    amap = torch.tensor([[0.0, 0.25, 0.5], [0.75, 1.0, 5.0]])
+    levels = map_levels(amap, pixel_threshold=0.5)
+    assert levels.dtype == torch.uint8
+    assert levels.tolist() == [[0, 64, THRESHOLD_LEVEL], [192, 255, 255]]
+
+
+def test_warm_up_runs(checkpoint):
+    warm_up(checkpoint, CPU)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_results(tiny_checkpoint):
+    images = [random_image(40, 30, seed=1), random_image(64, 17, seed=2)]
+    on_cpu = run_batch(load_checkpoint(tiny_checkpoint, CPU), images, [None, 0.01], CPU)
+    cuda = torch.device("cuda")
+    on_gpu = run_batch(load_checkpoint(tiny_checkpoint, cuda), images, [None, 0.01], cuda)
+    for a, b in zip(on_cpu, on_gpu, strict=True):
+        assert b.score == pytest.approx(a.score, rel=1e-4, abs=1e-6)
+        assert b.mask.shape == a.mask.shape and (b.mask != a.mask).mean() < 0.01
+        assert isinstance(b.mask, np.ndarray) and isinstance(b.anomaly_map, np.ndarray)

@@ -1,0 +1,88 @@
+"""Settings: defaults, INSPECT_* environment variables, and errors that name the variable."""
+
+import pytest
+
+from app.settings import Settings, SettingsError, get_settings, load_settings
+
+
+def test_defaults_match_the_issue(monkeypatch):
+    for name in ("WEIGHTS_DIR", "DEVICE", "MAX_BATCH_SIZE", "CODEC_WORKERS"):
+        monkeypatch.delenv(f"INSPECT_{name}", raising=False)
+    settings = load_settings()
+    assert str(settings.weights_dir) == "weights"
+    assert settings.device == "auto"
+    assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (16, 5, 256)
+    assert (settings.request_timeout_s, settings.max_upload_mb) == (10, 20)
+    assert (settings.max_image_pixels, settings.max_images_per_request) == (40_000_000, 16)
+    assert 1 <= settings.codec_workers <= 8
+    assert settings.max_upload_bytes == 20 * 1024 * 1024
+    assert settings.torch_threads == 0 and settings.cpu_torch_threads >= 1
+
+
+def test_cpu_torch_threads_leave_the_codec_cores_free(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert load_settings(codec_workers=8).cpu_torch_threads == 8
+    assert load_settings(codec_workers=16).cpu_torch_threads == 1
+    assert load_settings(codec_workers=8, torch_threads=3).cpu_torch_threads == 3
+
+
+def test_environment_variables_are_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("INSPECT_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("INSPECT_DEVICE", "CUDA:1")
+    monkeypatch.setenv("INSPECT_MAX_BATCH_SIZE", "4")
+    monkeypatch.setenv("INSPECT_MAX_UPLOAD_MB", "0.5")
+    settings = load_settings()
+    assert settings.weights_dir == tmp_path
+    assert settings.device == "cuda:1"
+    assert settings.max_batch_size == 4
+    assert settings.max_upload_bytes == 512 * 1024
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("INSPECT_MAX_BATCH_SIZE", "0"),
+        ("INSPECT_MAX_BATCH_SIZE", "many"),
+        ("INSPECT_DEVICE", "gpu"),
+        ("INSPECT_DEVICE", "cuda:x"),
+        ("INSPECT_REQUEST_TIMEOUT_S", "-1"),
+        ("INSPECT_MAX_UPLOAD_MB", "0"),
+        ("INSPECT_MAX_IMAGE_PIXELS", "0"),
+        ("INSPECT_CODEC_WORKERS", "0"),
+        ("INSPECT_MAX_QUEUE", "0"),
+    ],
+)
+def test_an_invalid_value_names_its_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_batch_wait_must_be_shorter_than_the_request_timeout():
+    with pytest.raises(
+        SettingsError, match="INSPECT_MAX_BATCH_WAIT_MS must be less than INSPECT_REQUEST_TIMEOUT_S"
+    ):
+        load_settings(max_batch_wait_ms=2000, request_timeout_s=1)
+
+
+def test_queue_must_hold_the_largest_request():
+    with pytest.raises(
+        SettingsError, match="INSPECT_MAX_QUEUE must be at least INSPECT_MAX_IMAGES_PER_REQUEST"
+    ):
+        load_settings(max_queue=4, max_images_per_request=8)
+
+
+def test_get_settings_is_read_once(monkeypatch):
+    get_settings.cache_clear()
+    try:
+        first = get_settings()
+        monkeypatch.setenv("INSPECT_MAX_BATCH_SIZE", "3")
+        assert get_settings() is first
+    finally:
+        get_settings.cache_clear()
+
+
+def test_settings_are_immutable():
+    settings = Settings()
+    with pytest.raises(ValueError):
+        settings.max_batch_size = 2
