@@ -128,7 +128,7 @@ class CAE(nn.Module):
         sspcab_loss = x.new_zeros(())
         h = x
         for stage in self.encoder:
-            for layer in stage:
+            for layer in stage.children():
                 if isinstance(layer, SSPCAB):
                     out = layer(h)
                     sspcab_loss = self_supervised_loss(h, out)

@@ -100,7 +100,7 @@ def training_loss(
         recon, sspcab_loss = detector.cae.forward_with_loss(inputs)
         logits = detector.head(inputs, recon) if detector.head is not None else None
     loss = reconstruction_loss(x, recon.float(), config) + config.sspcab_loss_weight * sspcab_loss.float()
-    if logits is not None:
+    if logits is not None and masks is not None:
         loss = loss + config.segmentation_loss_weight * focal_loss(logits.float(), masks, config.focal_gamma)
     return loss
 
@@ -164,7 +164,7 @@ def fit(
     detector.to(device)
     use_amp = config.amp and device.type == "cuda"
     if device.type == "cuda":
-        detector.to(memory_format=torch.channels_last)
+        detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train, val = train.to(device), val.to(device)
     mean_image = train.mean(dim=0, keepdim=True)
     # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
@@ -224,7 +224,7 @@ def fit(
     bar.close()
     if best_state is not None:
         detector.load_state_dict(best_state)
-    detector.to(memory_format=torch.contiguous_format)
+    detector.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     detector.eval()
     result.seconds = time.perf_counter() - started
     return result
@@ -254,7 +254,8 @@ class _Silent:
     """Without a progress bar (logs, CI), one line per epoch on stderr instead."""
 
     def __init__(self) -> None:
-        self.epoch, self.postfix = 0, {}
+        self.epoch = 0
+        self.postfix: dict[str, object] = {}
 
     def set_postfix(self, **values) -> None:
         self.postfix = values
