@@ -51,7 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="checkpoint to write, e.g. weights/NAME.safetensors"
     )
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training preset")
-    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs to run (default: enough for --max-steps); early stopping may end sooner",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="training budget in optimizer steps when --epochs is not given (default 1200)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--ssim-loss-weight", type=float)
@@ -89,12 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_fit(args) -> int:
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     index = index_category(args.data_root, args.category, need_test=False)
     color_mode = detect_color_mode(index.train) if args.color_mode == "auto" else args.color_mode
     chosen = preset(
         args.preset,
         channels=3 if color_mode == "RGB" else 1,
         epochs=args.epochs,
+        max_steps=args.max_steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         ssim_loss_weight=args.ssim_loss_weight,
@@ -132,6 +145,7 @@ def cmd_fit(args) -> int:
     summary = {
         "preset": args.preset,
         "config": train_cfg.to_dict(),
+        "epochs_planned": train_cfg.epochs_for(len(train_paths)),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,

@@ -1,5 +1,6 @@
 """Training settings and the named presets (the starting configuration and the project default)."""
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 from models.cae import CAEConfig
@@ -14,7 +15,10 @@ AUGMENTATIONS = ("none", "flip", "flip+rot90")
 class TrainConfig:
     """How one category is trained; printed at start and saved in the checkpoint."""
 
-    epochs: int = 60  # upper bound; early stopping usually ends sooner
+    # The budget in optimizer steps, so that a small and a large category cost about the same;
+    # epochs (when set) overrides it. Early stopping may end either sooner.
+    max_steps: int = 1200
+    epochs: int | None = None
     batch_size: int = 16
     learning_rate: float = 1e-3  # Adam
     mse_loss_weight: float = 1.0
@@ -36,7 +40,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision (bfloat16) on CUDA; ignored on CPU
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "collapse_patience")
+        positive = ("max_steps", "batch_size", "collapse_patience")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -54,6 +60,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def epochs_for(self, train_images: int) -> int:
+        """Epochs to run: ``epochs`` if set, else enough to reach ``max_steps``."""
+        if self.epochs is not None:
+            return self.epochs
+        return max(1, math.ceil(self.max_steps / math.ceil(train_images / self.batch_size)))
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ PRESETS: dict[str, Preset] = {
             ),
             head=HeadConfig(),
         ),
-        TrainConfig(epochs=80, patience=20),
+        TrainConfig(patience=20),
         "126² CAE + SSPCAB (with its loss) reconstructing synthetic anomalies, and a discriminative "
         "U-Net head with SSPCAB whose segmentation is the anomaly map",
     ),

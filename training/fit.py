@@ -173,8 +173,9 @@ def fit(
     result = FitResult(detector)
     best_loss, best_state, collapsed_epochs = math.inf, None, 0
     started = time.perf_counter()
-    bar = _progress(config.epochs, progress)
-    for epoch in range(1, config.epochs + 1):
+    epochs = config.epochs_for(train.shape[0])
+    bar = _progress(epochs, progress)
+    for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         detector.train()
         order = torch.randperm(train.shape[0], generator=generator)

@@ -177,3 +177,13 @@ def test_mean_level_error_with_input_dependent_output_is_not_collapse():
     # A stationary texture: the mean predicts it about as well, but the output still follows the input.
     assert not _collapsed(EpochRecord(**at_mean, diversity=0.5), config)
     assert not _collapsed(EpochRecord(**{**at_mean, "val_mse": 0.002}, diversity=0.01), config)
+
+
+def test_budget_in_steps_sets_the_epochs_unless_epochs_are_given():
+    config = TrainConfig(max_steps=100, batch_size=10)
+    assert config.epochs_for(100) == 10  # 10 steps per epoch
+    assert config.epochs_for(1000) == 1
+    assert config.epochs_for(15) == 50  # 2 steps per epoch
+    assert TrainConfig(max_steps=100, epochs=3).epochs_for(1000) == 3
+    with pytest.raises(ValueError, match="--epochs"):
+        TrainConfig(epochs=0)
