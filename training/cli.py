@@ -120,11 +120,13 @@ def cmd_fit(args) -> int:
         seed=args.seed,
     )
     config = chosen.detector
+    train_cfg = chosen.train
+    if args.max_steps and not args.epochs:  # a step budget asked for replaces a preset's fixed epochs
+        train_cfg = replace(train_cfg, epochs=None)
     if args.input_size:
         config = replace(config, cae=replace(config.cae, input_size=args.input_size))
     if args.anomaly_map:
         config = replace(config, scoring=replace(config.scoring, anomaly_map=args.anomaly_map))
-    train_cfg = chosen.train
     print(
         f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
         file=sys.stderr,

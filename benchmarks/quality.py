@@ -1,0 +1,247 @@
+"""Detection quality of training configurations under the same budget, through the project's CLI.
+
+For each category (an MVTec-layout folder under ``--data-root``) and each configuration, it runs
+``python -m training fit`` with the same budget (``--max-steps``, or ``--epochs``) and ``--seed``, then ``python -m training
+evaluate --report-dir``, and records:
+
+- image AUROC, pixel AUROC, AUPRO (FPR ≤ 0.3), image and pixel F1-max (evaluate's JSON line);
+- the operational figures at the calibrated thresholds (precision, recall, F1, IoU; metrics.json);
+- training time (the checkpoint's ``training.duration_s``, and the wall time of ``fit``);
+- inference ms/image: the detector on 16 test images at batch size 16, median of ``--repeats``
+  (model input to image score and map; no decoding, no encoding).
+
+Configurations: ``starting`` (preset starting: 126², RGB squared-error map, SSPCAB block without its
+loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``default`` (preset default),
+or any other preset name of ``training.config.PRESETS``. Results go to ``--out`` as quality.md and
+quality.json, rewritten after every run so a long run's partial results survive.
+
+    python -m benchmarks.quality --data-root ../shared/data --categories tire magnetic_tile
+    python -m benchmarks.quality --data-root /tmp/qsynth --categories demo --epochs 1   # smoke run
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import load_checkpoint, read_metadata
+from training.config import PRESETS
+from training.data import index_category, load_batch
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    preset: str
+    fit_arguments: tuple[str, ...] = ()
+    description: str = ""
+
+
+CONFIGURATIONS = {
+    "starting": Configuration(
+        "starting",
+        "starting",
+        (),
+        "preset starting: 126², MSE, squared-error map, SSPCAB block without its loss",
+    ),
+    "starting+sspcab": Configuration(
+        "starting+sspcab", "starting", ("--sspcab-loss-weight", "0.1"), "starting + SSPCAB loss (λ = 0.1)"
+    ),
+    "default": Configuration("default", "default", (), "preset default"),
+}
+HEADLINE = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
+OPERATIONAL = (
+    "image_precision",
+    "image_recall",
+    "image_f1_at_threshold",
+    "pixel_precision",
+    "pixel_recall",
+    "pixel_f1_at_threshold",
+    "pixel_iou",
+)
+
+
+def configuration(name: str) -> Configuration:
+    if name in CONFIGURATIONS:
+        return CONFIGURATIONS[name]
+    if name in PRESETS:
+        return Configuration(name, name, (), f"preset {name}")
+    raise SystemExit(f"--configs: unknown {name!r}; choose among {', '.join([*CONFIGURATIONS, *PRESETS])}")
+
+
+def last_json_line(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON line in the output")
+
+
+def run_cli(arguments: list[str], log: Path) -> tuple[int, str, float]:
+    """``python -m training ...``; stderr goes to ``log``; returns (exit code, stdout, wall seconds)."""
+    started = time.perf_counter()
+    with open(log, "a") as err:
+        err.write(f"$ python -m training {' '.join(arguments)}\n")
+        err.flush()
+        done = subprocess.run(
+            [sys.executable, "-m", "training", *arguments], stdout=subprocess.PIPE, stderr=err, text=True
+        )
+    return done.returncode, done.stdout, time.perf_counter() - started
+
+
+@torch.inference_mode()
+def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: str, repeats: int) -> float:
+    """Median ms per image of the detector on a batch of 16 test images (repeating them if fewer)."""
+    checkpoint = load_checkpoint(checkpoint_path, device)
+    samples = index_category(data_root, category).test
+    paths = [samples[i % len(samples)].path for i in range(16)]
+    batch = load_batch(paths, checkpoint.input_size, checkpoint.color_mode).to(device)
+    checkpoint.detector(batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        checkpoint.detector(batch)
+        if batch.is_cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) * 1000 / len(paths))
+    return round(statistics.median(times), 3)
+
+
+def train_and_evaluate(args: argparse.Namespace, category: str, config: Configuration) -> dict:
+    work = args.out / category / config.name
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = work / f"{category}.safetensors"
+    log = work / "log.txt"
+    data = ["--data-root", str(args.data_root), "--category", category, "--device", args.device]
+    record: dict[str, Any] = {
+        "category": category,
+        "config": config.name,
+        "description": config.description,
+        "log": str(log),
+    }
+    fit = [
+        "fit",
+        *data,
+        "--preset",
+        config.preset,
+        "--out",
+        str(checkpoint),
+        "--seed",
+        str(args.seed),
+        "--no-progress",
+    ]
+    budget = ["--epochs", str(args.epochs)] if args.epochs else ["--max-steps", str(args.max_steps)]
+    fit += [*budget, *config.fit_arguments]
+    code, out, wall = run_cli(fit, log)
+    record["fit_wall_s"] = round(wall, 1)
+    if code != 0:
+        return {**record, "error": f"fit exited with {code}; see {log}"}
+    record["fit"] = last_json_line(out)
+    training = read_metadata(checkpoint).get("training", {})
+    record["training_duration_s"] = training.get("duration_s")
+    record["epochs_run"] = training.get("epochs_run")
+    report_dir = work / "report"
+    code, out, wall = run_cli(
+        ["evaluate", *data, "--checkpoint", str(checkpoint), "--report-dir", str(report_dir)], log
+    )
+    record["evaluate_wall_s"] = round(wall, 1)
+    if code != 0:
+        return {**record, "error": f"evaluate exited with {code}; see {log}"}
+    headline = last_json_line(out)
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    record.update({k: headline.get(k, metrics.get(k)) for k in HEADLINE})
+    record.update({k: metrics.get(k) for k in OPERATIONAL})
+    record["thresholds"] = metrics.get("thresholds")
+    record["inference_ms_per_image"] = inference_ms(
+        checkpoint, args.data_root, category, args.device, args.repeats
+    )
+    record["inference_device"] = args.device
+    return record
+
+
+def fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(records: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"Same budget for every configuration: {f'--epochs {args.epochs}' if args.epochs else f'--max-steps {args.max_steps}'}, --seed {args.seed}, "
+        f"device {args.device}; load average {[round(x, 2) for x in os.getloadavg()]}.",
+        "",
+        "| category | config | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max "
+        "| image P / R / F1 @ thr | pixel P / R / F1 @ thr | pixel IoU | train s (epochs) | infer ms/image |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['category']} | {r['config']} | {r['error']} |" + " |" * 10)
+            continue
+        image_ops = " / ".join(
+            fmt(r[k], 2) for k in ("image_precision", "image_recall", "image_f1_at_threshold")
+        )
+        pixel_ops = " / ".join(
+            fmt(r[k], 2) for k in ("pixel_precision", "pixel_recall", "pixel_f1_at_threshold")
+        )
+        lines.append(
+            f"| {r['category']} | {r['config']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} "
+            f"| {fmt(r['image_f1_max'])} | {fmt(r['pixel_f1_max'])} | {image_ops} | {pixel_ops} | {fmt(r['pixel_iou'])} "
+            f"| {fmt(r['training_duration_s'], 0)} ({r['epochs_run']}) | {fmt(r['inference_ms_per_image'], 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data-root", type=Path, default=Path("../shared/data"), help="holds the category folders"
+    )
+    parser.add_argument("--categories", nargs="+", default=["tire", "magnetic_tile"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGURATIONS), help="names, or preset names")
+    parser.add_argument(
+        "--max-steps", type=int, default=1200, help="same budget for all, in optimizer steps (the default's)"
+    )
+    parser.add_argument("--epochs", type=int, default=0, help="same epochs for all instead of --max-steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", help="training, evaluation and timing device (default: cpu)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed inference repeats (median)")
+    parser.add_argument("--out", type=Path, default=Path("reports/quality"))
+    args = parser.parse_args(argv)
+    if args.epochs < 0:
+        raise SystemExit(f"--epochs must be >= 0, got {args.epochs}")
+    configs = [configuration(name) for name in args.configs]
+    for category in args.categories:
+        index_category(args.data_root, category)  # fails now, naming the path, rather than after an hour
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = []
+    started = time.perf_counter()
+    for category in args.categories:
+        for config in configs:
+            print(f"{category} / {config.name}: training and evaluating ...", file=sys.stderr, flush=True)
+            records.append(train_and_evaluate(args, category, config))
+            summary = {k: records[-1].get(k) for k in ("error", *HEADLINE, "training_duration_s")}
+            print(f"  {json.dumps(summary)}", file=sys.stderr, flush=True)
+            document = {
+                "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+                "torch": torch.__version__,
+                "wall_s": round(time.perf_counter() - started, 1),
+                "results": records,
+            }
+            (args.out / "quality.json").write_text(json.dumps(document, indent=1) + "\n")
+            (args.out / "quality.md").write_text(markdown(records, args))
+    print(markdown(records, args))
+    print(f"wrote {args.out}/quality.md and .json", file=sys.stderr)
+    return 0 if all("error" not in r for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
