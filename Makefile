@@ -9,7 +9,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 DATA ?= data
 
-.PHONY: setup serve test lint format typecheck pytest demo-weights clean
+.PHONY: setup serve test lint lint-docker format typecheck pytest demo-weights clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed  ## create .venv with the project and its dev tools
 
 serve: setup  ## run the service on weights/ (the embedded demo weights by default)
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --no-access-log \
+		--timeout-graceful-shutdown 20  # a stalled upload cannot hold SIGTERM for ever
 
-lint: setup
+lint: setup lint-docker
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The deployment files, without a Docker engine: hadolint on the Dockerfile, the Compose spec's
+# JSON schema (vendored in check-jsonschema, no network) on docker-compose.yml.
+lint-docker: setup
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -43,7 +50,7 @@ test: lint typecheck pytest  ## what CI runs: lint, type check, tests
 demo-weights: setup
 	$(BIN)/python -m training synth --out $(DATA)/synthetic --category demo --seed 0 --overwrite
 	$(BIN)/python -m training fit --data-root $(DATA)/synthetic --category demo --seed 0 \
-		--epochs 40 --out weights/demo.safetensors --no-progress
+		--max-steps 500 --out weights/demo.safetensors --no-progress
 	$(BIN)/python -m training evaluate --data-root $(DATA)/synthetic --category demo \
 		--checkpoint weights/demo.safetensors --report-dir reports/demo --record
 

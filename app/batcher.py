@@ -18,20 +18,22 @@ awaits its futures with ``gather_results``. The design follows LitServe's batchi
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from app.admission import Admission
 from app.errors import ClientDisconnected, InferenceFailed, InferenceTimeout, QueueFull, ServiceStopping
-from app.inference import ImageInference, run_batch, warm_up
+from app.inference import ImageInference, run_in_halves, warm_up
 from app.registry import ModelRegistry
 from app.stats import BatchStats
 
@@ -148,6 +150,9 @@ class Batcher:
         policy: batch size and waiting limits.
         max_queue: most images waiting across all categories; beyond that ``submit`` raises QueueFull.
         stats: counters to update (a fresh one by default).
+        max_in_flight: most requests in progress at once, from arrival to answer (``app.admission``);
+            ``max_queue`` by default.
+        max_pixels_in_flight: most decoded pixels held at once (``app.admission``); None: no limit.
     """
 
     def __init__(
@@ -157,12 +162,15 @@ class Batcher:
         policy: BatchPolicy,
         max_queue: int,
         stats: BatchStats | None = None,
+        max_in_flight: int | None = None,
+        max_pixels_in_flight: int | None = None,
     ) -> None:
         self.registry = registry
         self.device = device
         self.policy = policy
         self.max_queue = max_queue
         self.stats = stats or BatchStats()
+        self.admission = Admission(max_in_flight or max_queue, max_pixels_in_flight)
         self._queues: dict[str, deque[WorkItem]] = {}
         self._last_served: str | None = None
         self._stopping = False
@@ -219,16 +227,24 @@ class Batcher:
         except Exception:  # the registry records per-file failures; this is a bug, keep serving
             logger.exception("loading the checkpoints failed")
         while (collection := self._next()) is not None:
-            for item in collection.expired:
-                timeout = self.policy.timeout_s
-                if settle(item, exception=InferenceTimeout(f"the image waited more than {timeout:g} s")):
-                    self.stats.add(item.category, expired=1)
-                else:
-                    self.stats.add(item.category, cancelled=1)
-            for item in collection.cancelled:
+            try:
+                self._handle(collection)
+            except Exception as err:  # a bug in the bookkeeping: fail these images, keep the worker
+                logger.exception("the inference worker failed handling a batch; it goes on")
+                for item in collection.batch:
+                    fail_unsettled(item, InferenceFailed(f"inference failed ({type(err).__name__})"))
+
+    def _handle(self, collection: Collection) -> None:
+        for item in collection.expired:
+            timeout = self.policy.timeout_s
+            if settle(item, exception=InferenceTimeout(f"the image waited more than {timeout:g} s")):
+                self.stats.add(item.category, expired=1)
+            else:
                 self.stats.add(item.category, cancelled=1)
-            if collection.category is not None:
-                self._run(collection.category, collection.batch)
+        for item in collection.cancelled:
+            self.stats.add(item.category, cancelled=1)
+        if collection.category is not None:
+            self._run(collection.category, collection.batch)
 
     def _next(self) -> Collection | None:
         """Block until there is something to do; None once stopping."""
@@ -260,10 +276,11 @@ class Batcher:
             return
         entry = self.registry.get(category)
         checkpoint = entry.checkpoint if entry is not None else None
+        started = time.monotonic()
         try:
             if checkpoint is None:
                 raise LookupError(f"category {category!r} has no loaded model")
-            results = run_batch(
+            results = run_in_halves(
                 checkpoint,
                 [item.image for item in live],
                 [item.pixel_threshold for item in live],
@@ -274,9 +291,24 @@ class Batcher:
             for item in live:
                 item.future.set_exception(InferenceFailed(f"inference failed ({type(err).__name__})"))
             return
-        self.stats.add(category, batches=1, images=len(live))
+        waits = [started - item.enqueued_at for item in live]
+        self.stats.batch_done(category, waits, time.monotonic() - started)
         for item, result in zip(live, results, strict=True):
-            item.future.set_result(result)
+            if isinstance(result, BaseException):  # out of device memory even alone
+                item.future.set_exception(
+                    InferenceFailed(
+                        f"inference failed ({type(result).__name__}): the image does not fit in device "
+                        "memory even alone; send a smaller image"
+                    )
+                )
+            else:
+                item.future.set_result(result)
+
+
+def fail_unsettled(item: WorkItem, exception: BaseException) -> None:
+    """Fail an item whatever state its future is in, unless it already has its answer."""
+    with contextlib.suppress(InvalidStateError):  # answered or cancelled already
+        item.future.set_exception(exception)
 
 
 def settle(item: WorkItem, *, exception: BaseException) -> bool:

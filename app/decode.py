@@ -33,6 +33,17 @@ def describe(filename: str | None, index: int) -> str:
     return f"part {index} ({filename!r})" if filename else f"image {index}"
 
 
+def header_pixels(data: bytes) -> int:
+    """Width × height as the image's header declares it, nothing decoded. 0 when the header cannot
+    be read or claims more than twice the pixel limit: ``decode_image`` then refuses the image."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            width, height = image.size
+            return width * height
+    except Exception:  # DecompressionBombError included: decode_image answers 413 for it
+        return 0
+
+
 def decode_image(
     data: bytes, color_mode: str, max_pixels: int, *, filename: str | None = None, index: int = 0
 ) -> np.ndarray:
@@ -61,7 +72,14 @@ def decode_image(
                     filename=filename,
                 )
             image.load()
-            return to_array(image, color_mode)
+            mode = image.mode
+            try:
+                return to_array(image, color_mode)
+            except Exception as err:  # a readable image in a mode Pillow cannot convert
+                raise InvalidInput(
+                    f"{name} has pixel mode {mode}, which cannot be converted to {color_mode} ({err})",
+                    filename=filename,
+                ) from None
     except Image.DecompressionBombError:  # Pillow's own guard, at twice our limit, fired while opening
         raise PayloadTooLarge(
             f"{name} has more than the {max_pixels} pixels allowed", filename=filename

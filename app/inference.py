@@ -7,11 +7,16 @@ the image's own size, the defect mask at the pixel threshold (the request's over
 calibrated one), and the anomalous area. Only small things cross back to the CPU: the scores, a
 bool mask and an 8-bit anomaly map per image; rendering and PNG encoding happen in the codec pool.
 
+A batch that runs out of device memory is split in halves and retried, down to single images
+(``run_in_halves``): a burst of large images then costs more passes instead of failing every request
+in the batch, and only an image that does not fit even alone fails.
+
 The 8-bit anomaly map is ``min(255, round(128 · value / calibrated pixel threshold))``: 128 is the
 calibrated pixel threshold, 64 half of it, 255 twice it or more. The calibrated threshold, not the
 override, sets the scale so that a map means the same thing whatever threshold a client asks for.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +26,8 @@ import torch
 from models.checkpoint import Checkpoint
 from models.preprocess import to_image_size, to_model_input
 from models.scoring import defect_mask
+
+logger = logging.getLogger(__name__)
 
 THRESHOLD_LEVEL = 128  # the calibrated pixel threshold's level in the 8-bit anomaly map
 
@@ -101,6 +108,45 @@ def run_batch(
         )
         for i in range(len(images))
     ]
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """After an out-of-memory error: hand the allocator's cached blocks back before the retry."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_in_halves(
+    checkpoint: Checkpoint,
+    images: Sequence[np.ndarray],
+    pixel_thresholds: Sequence[float | None],
+    device: torch.device,
+) -> list[ImageInference | torch.cuda.OutOfMemoryError]:
+    """``run_batch``, splitting a batch that runs out of device memory in halves, down to single images.
+
+    Args: as ``run_batch``.
+    Returns:
+        Per image, in order, its ImageInference, or the OutOfMemoryError of an image that does not
+        fit even alone. Any other error propagates, for the whole batch.
+    """
+    try:
+        return list(run_batch(checkpoint, images, pixel_thresholds, device))
+    except torch.cuda.OutOfMemoryError as err:  # also torch.OutOfMemoryError, its newer name
+        release_cached_memory(device)
+        if len(images) == 1:
+            height, width = images[0].shape[:2]
+            logger.error("out of device memory on a single %d×%d image: %s", width, height, err)
+            return [err]
+        half = len(images) // 2
+        logger.warning(
+            "out of device memory on a batch of %d images; retrying as %d + %d",
+            len(images),
+            half,
+            len(images) - half,
+        )
+        return run_in_halves(checkpoint, images[:half], pixel_thresholds[:half], device) + run_in_halves(
+            checkpoint, images[half:], pixel_thresholds[half:], device
+        )
 
 
 def warm_up(checkpoint: Checkpoint, device: torch.device) -> None:

@@ -9,19 +9,26 @@ path.
 Discovery lists the files (state ``loading``); the inference worker then loads each one onto the
 device and runs a warm-up pass (state ``ready``). A checkpoint that cannot be loaded is logged and
 kept with state ``failed`` and its error, and the others serve normally.
+
+``reload`` re-scans the folder while the service runs (``POST /admin/reload``): new and changed
+files are loaded and warmed up into fresh entries beside the serving ones, then one assignment
+swaps the whole dictionary. A reader holds either the old dictionary or the new one, never a mix,
+and the batcher binds a batch's checkpoint once before its forward pass, so the swap falls between
+batches. A file that fails to load leaves the model it would have replaced serving.
 """
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from app.errors import UnknownCategory
+from app.errors import Conflict, UnknownCategory
 from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ class ModelEntry:
         checkpoint: the loaded checkpoint once ready.
         error: why loading failed.
         version: ``<created_at>-<first 8 hex of the file's SHA-256>``, set once the file is read.
+        digest: the SHA-256 of the file that was read, hex.
     """
 
     category: str
@@ -55,6 +63,25 @@ class ModelEntry:
     checkpoint: Checkpoint | None = None
     error: str | None = None
     version: str | None = None
+    digest: str | None = None
+
+
+@dataclass
+class ReloadReport:
+    """What a reload did, per category (file stem).
+
+    Args:
+        loaded: new or changed checkpoints now serving (or failed ones that now load).
+        unchanged: checkpoints whose file is the one already serving.
+        failed: checkpoints that could not be loaded, with the error; a model they would have
+            replaced still serves.
+        removed: categories whose file has gone; they no longer serve.
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
 
 
 def file_digest(path: Path) -> str:
@@ -63,6 +90,13 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return file_digest(path)
+    except OSError:  # gone or unreadable since the scan: loading it will say why
+        return None
 
 
 def version_of(metadata: dict[str, Any], digest: str) -> str:
@@ -84,10 +118,14 @@ class ModelRegistry:
         if not weights_dir.is_dir():
             raise NotADirectoryError(f"INSPECT_WEIGHTS_DIR={weights_dir}: no such folder")
         self.weights_dir = weights_dir
-        files = sorted(p for p in weights_dir.glob(f"*{CHECKPOINT_SUFFIX}") if p.is_file())
+        files = self._scan()
         self.entries: dict[str, ModelEntry] = {p.stem: ModelEntry(p.stem, p) for p in files}
+        self._reload_lock = threading.Lock()
         if not files:
             logger.error("no %s checkpoints in %s: nothing to serve", CHECKPOINT_SUFFIX, weights_dir)
+
+    def _scan(self) -> list[Path]:
+        return sorted(p for p in self.weights_dir.glob(f"*{CHECKPOINT_SUFFIX}") if p.is_file())
 
     def get(self, category: str) -> ModelEntry | None:
         return self.entries.get(category)
@@ -115,10 +153,61 @@ class ModelRegistry:
                 return
             self._load(entry, device, warm_up)
 
+    def reload(self, device: torch.device, warm_up: Callable[[Checkpoint], None]) -> ReloadReport:
+        """Re-scan the folder, load new and changed checkpoints, then swap them in at once.
+
+        Runs on a loader thread while the worker goes on serving the current models.
+
+        Raises:
+            Conflict: a reload is already running, the first load has not finished, or the folder
+                has gone (nothing changes then).
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            raise Conflict("a reload is already running; retry when it has finished")
+        try:
+            if not self.finished_loading:
+                raise Conflict("the checkpoints are still loading; retry once /readyz answers 200")
+            if not self.weights_dir.is_dir():
+                raise Conflict(f"INSPECT_WEIGHTS_DIR {self.weights_dir.name!r} has gone; nothing was changed")
+            return self._reload(device, warm_up)
+        finally:
+            self._reload_lock.release()
+
+    def _reload(self, device: torch.device, warm_up: Callable[[Checkpoint], None]) -> ReloadReport:
+        current, report = self.entries, ReloadReport()
+        entries: dict[str, ModelEntry] = {}
+        files = self._scan()
+        for path in files:
+            old = current.get(path.stem)
+            if old is not None and old.state == LoadState.READY and old.digest == _digest_or_none(path):
+                entries[path.stem] = old
+                report.unchanged.append(path.stem)
+                continue
+            fresh = ModelEntry(path.stem, path)
+            self._load(fresh, device, warm_up)
+            if fresh.state == LoadState.READY:
+                entries[path.stem] = fresh
+                report.loaded.append(path.stem)
+            else:
+                report.failed[path.stem] = fresh.error or ""
+                keep_old = old is not None and old.state == LoadState.READY
+                entries[path.stem] = old if old is not None and keep_old else fresh
+        report.removed = sorted(set(current) - {path.stem for path in files})
+        self.entries = entries  # the swap: one reference assignment
+        logger.info(
+            "reload: %d loaded, %d unchanged, %d failed, %d removed",
+            len(report.loaded),
+            len(report.unchanged),
+            len(report.failed),
+            len(report.removed),
+        )
+        return report
+
     def _load(self, entry: ModelEntry, device: torch.device, warm_up: Callable[[Checkpoint], None]) -> None:
         try:
             checkpoint = load_checkpoint(entry.path, device)
-            entry.version = version_of(checkpoint.metadata, file_digest(entry.path))
+            entry.digest = file_digest(entry.path)
+            entry.version = version_of(checkpoint.metadata, entry.digest)
             if checkpoint.category != entry.category:
                 logger.warning(
                     "%s holds category %r; it is served as %r, its file name",

@@ -24,7 +24,8 @@ def parse_include(value: str) -> frozenset[str]:
     unknown = sorted(names - set(INCLUDABLE))
     if unknown:
         raise InvalidInput(
-            f"include: unknown {', '.join(repr(n) for n in unknown)}; choose among {', '.join(INCLUDABLE)}"
+            f"include: unknown {', '.join(repr(n) for n in unknown)}; choose among {', '.join(INCLUDABLE)}",
+            reason="invalid_request",
         )
     return frozenset(names)
 

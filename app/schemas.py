@@ -194,3 +194,28 @@ class Readiness(BaseModel):
             ]
         }
     )
+
+
+class ReloadResult(BaseModel):
+    """What ``POST /admin/reload`` did, per category."""
+
+    loaded: list[str] = Field(description="new or changed checkpoints, loaded and warmed up, now serving")
+    unchanged: list[str] = Field(description="checkpoints whose file is the one already serving")
+    failed: dict[str, str] = Field(
+        description="checkpoints that could not be loaded, with the error; the model they would have "
+        "replaced, if any, still serves"
+    )
+    removed: list[str] = Field(description="categories whose file has gone; they no longer serve")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loaded": ["bottle"],
+                    "unchanged": ["screw"],
+                    "failed": {"tire": "tire.safetensors: no 'sspcab_inspect' metadata"},
+                    "removed": ["cable"],
+                }
+            ]
+        }
+    )

@@ -6,20 +6,43 @@ lifespan included, see ``app.main``), so a test overrides them in one place with
 start with a ``SettingsError`` that names the environment variable and the fix.
 """
 
+import logging
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "INSPECT_"
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: safe in any HTTP header
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def default_codec_workers() -> int:
     return min(8, os.cpu_count() or 1)
+
+
+def split_api_keys(text: str, separator: str | None = ",") -> list[str]:
+    """The keys in ``text``: split on ``separator`` (None: lines; ``#`` starts a comment line), stripped.
+
+    Raises:
+        ValueError: a key holds a space or a character outside printable ASCII; the message never
+            quotes the key.
+    """
+    pieces = (
+        text.split(separator)
+        if separator
+        else [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    )
+    keys = [piece.strip() for piece in pieces if piece.strip()]
+    for index, key in enumerate(keys):
+        if not API_KEY_PATTERN.fullmatch(key):
+            raise ValueError(f"key {index + 1} holds a space or a character outside printable ASCII")
+    return keys
 
 
 class SettingsError(ValueError):
@@ -29,7 +52,10 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Everything an operator can tune, with the environment variable of each in its description."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    # An empty variable counts as unset (``INSPECT_API_KEYS=`` in an env file leaves the default).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     weights_dir: Path = Field(Path("weights"), description="folder of <category>.safetensors checkpoints")
     device: str = Field("auto", description="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
@@ -38,17 +64,47 @@ class Settings(BaseSettings):
         5.0, ge=0, le=10_000, description="longest wait for the oldest image before a partial batch runs"
     )
     max_queue: int = Field(256, ge=1, description="images waiting across all categories; beyond: 503")
+    max_in_flight: int = Field(
+        64, ge=1, description="inspections handled at once, arrival to answer; beyond: 503 (app.admission)"
+    )
     request_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="longest wait for an image's inference; beyond: 504"
     )
     max_upload_mb: float = Field(20.0, gt=0, description="largest request body, in MiB; beyond: 413")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image (width × height); beyond: 413")
+    max_pixels_in_flight: int = Field(
+        160_000_000,
+        ge=1,
+        description="pixels decoded at once, all requests (≈ 24 B each); beyond: 503, 413 alone",
+    )
     max_images_per_request: int = Field(16, ge=1, description="most images in one request; beyond: 413")
     codec_workers: int = Field(
         default_factory=default_codec_workers, ge=1, le=256, description="threads that decode and encode"
     )
     torch_threads: int = Field(
         0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: the cores the codecs leave"
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated keys, one of which clients send as X-API-Key on /inspect and "
+        "/categories; unset: those endpoints are open",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="file of client keys, one per line (# comments); adds to INSPECT_API_KEYS"
+    )
+    admin_api_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated keys for /admin/reload (also accepted where a client key is); "
+        "unset: reload is disabled",
+    )
+    admin_api_keys_file: Path | None = Field(
+        None, description="file of admin keys, one per line; adds to INSPECT_ADMIN_API_KEYS"
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json: one JSON object per line; text: for people; auto: text on a terminal"
+    )
+    log_level: str = Field(
+        "INFO", description="DEBUG (adds health and metrics requests), INFO, WARNING, ERROR"
     )
 
     @field_validator("device")
@@ -57,6 +113,28 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if not DEVICE_PATTERN.fullmatch(value):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _api_key_syntax(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            split_api_keys(value.get_secret_value())
+        return value
+
+    @field_validator("api_keys_file", "admin_api_keys_file")
+    @classmethod
+    def _key_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("no such file")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_name(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value
 
     @model_validator(mode="after")
@@ -87,6 +165,15 @@ class Settings(BaseSettings):
         """
         return self.torch_threads or max(1, (os.cpu_count() or 1) - self.codec_workers)
 
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in repr(field.annotation)
+)
+
 
 def load_settings(**overrides) -> Settings:
     """Settings from the environment (and ``overrides``), or a SettingsError naming each bad variable."""
@@ -98,7 +185,8 @@ def load_settings(**overrides) -> Settings:
             field = ".".join(str(part) for part in error["loc"])
             name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
             message = error["msg"].removeprefix("Value error, ")
-            shown = f" (got {error['input']!r})" if field and "input" in error else ""
+            secret = field in SECRET_FIELDS  # never echo a key, not even a malformed one
+            shown = f" (got {error['input']!r})" if field and "input" in error and not secret else ""
             problems.append(f"{name}: {message}{shown}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.decode import MEDIA_TYPES
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -45,20 +45,29 @@ class Upload:
 
 
 def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes ({limit / 2**20:g} MiB)")
+    """413 for a body over the limit; the connection closes after it, as RFC 9110 allows, or the
+    server would go on receiving (and discarding) the rest of the body to keep the connection."""
+    return PayloadTooLarge(
+        f"the request body exceeds the limit of {limit} bytes ({limit / 2**20:g} MiB)",
+        headers={"Connection": "close"},
+    )
 
 
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks; PayloadTooLarge once more than ``limit`` bytes are declared or received."""
+    """The body's chunks; PayloadTooLarge once more than ``limit`` bytes are declared or received,
+    ClientDisconnected (499, not logged as an error) when the client leaves mid-upload."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise too_large(limit)
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large(limit)
+            yield chunk
+    except ClientDisconnect:
+        raise ClientDisconnected(f"the client disconnected after {received} bytes of the upload") from None
 
 
 async def read_uploads(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
@@ -96,7 +105,8 @@ async def read_multipart(
             parser.write(chunk)
         parser.finalize()
     except FormParserError as err:
-        raise InvalidInput(f"malformed multipart body ({err})") from None
+        hint = "; does the body use the boundary its Content-Type names?" if "boundary" in str(err) else ""
+        raise InvalidInput(f"malformed multipart body ({err}){hint}") from None
     if not parts.complete:
         raise InvalidInput("the multipart body ends before its closing boundary")
     if not parts.uploads:

@@ -23,11 +23,16 @@ def to_array(image: Image.Image, color_mode: str) -> np.ndarray:
         data = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
         image = Image.fromarray((data >> 8).astype(np.uint8), "L")
     elif image.mode == "F":
-        data = np.asarray(image, dtype=np.float32)
+        data = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
         image = Image.fromarray(np.clip(data, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
+    if image.mode not in ("RGB", "L"):
+        try:
+            image = image.convert(color_mode)
+        except ValueError:  # some modes (CIELAB) convert to RGB only: "L" goes through RGB
+            image = image.convert("RGB").convert(color_mode)
     array = np.array(image.convert(color_mode))  # owned and writable: torch.from_numpy needs that
     return array[:, :, None] if array.ndim == 2 else array

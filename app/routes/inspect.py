@@ -14,6 +14,8 @@ from typing import Annotated, Any, cast
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from app.access import note_images, note_inspection
+from app.admission import reserve_pixels
 from app.batcher import gather_results
 from app.decode import decode_image
 from app.disconnect import wait_for_disconnect
@@ -177,6 +179,8 @@ async def inspect_images(
     outputs = parse_include(include)
     png_answer = wants_png(request.headers.get("accept"))  # OpenAPI: the 200 answer's image/png
     uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_images_per_request)
+    note_images(request, len(uploads))
+    reserve_pixels(request, services.batcher.admission, uploads)  # 413 or 503 before any decoding
     if png_answer and len(uploads) != 1:
         raise NotAcceptable(
             f"an image/png answer holds one image; this request has {len(uploads)}: accept application/json"
@@ -185,6 +189,7 @@ async def inspect_images(
     images = await decode_all(uploads, checkpoint.color_mode, settings.max_image_pixels, pool)
     futures = services.batcher.submit(category, images, threshold)
     inferences = await gather_results(futures, settings.request_timeout_s, wait_for_disconnect(request))
+    note_inspection(request, inferences)
     if png_answer:
         inference = inferences[0]
         return Response(

@@ -21,6 +21,15 @@ class DocumentedRoute(APIRoute):
 
 
 ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
+    401: (
+        "No API key, or one that is not accepted: send it in the X-API-Key header "
+        "(the service sets INSPECT_API_KEYS; admin endpoints need INSPECT_ADMIN_API_KEYS).",
+        {"detail": "missing API key: send a valid key in the X-API-Key header"},
+    ),
+    403: (
+        "Not allowed: a client key on an admin endpoint, or reloading is disabled (no admin key set).",
+        {"detail": "reload disabled: set INSPECT_ADMIN_API_KEYS"},
+    ),
     404: (
         "Unknown category; `available` lists the categories that exist.",
         {"detail": "unknown category 'bottel'", "available": ["bottle", "screw"]},
@@ -29,9 +38,14 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "`Accept: image/png` asks for one overlay, but the request holds several images.",
         {"detail": "an image/png answer holds one image; this request has 3: accept application/json"},
     ),
+    409: (
+        "Cannot run now: another reload is running, or the first load has not finished.",
+        {"detail": "a reload is already running; retry when it has finished"},
+    ),
     413: (
-        "Too large: the body (INSPECT_MAX_UPLOAD_MB), an image's pixels (INSPECT_MAX_IMAGE_PIXELS) "
-        "or the number of images (INSPECT_MAX_IMAGES_PER_REQUEST).",
+        "Too large: the body (INSPECT_MAX_UPLOAD_MB), an image's pixels (INSPECT_MAX_IMAGE_PIXELS), "
+        "the number of images (INSPECT_MAX_IMAGES_PER_REQUEST) or all its images' pixels together "
+        "(INSPECT_MAX_PIXELS_IN_FLIGHT).",
         {"detail": "image 0 has 20000×20000 = 400000000 pixels, more than the 40000000 allowed"},
     ),
     415: (
@@ -50,7 +64,8 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     503: (
         "Not available now: the category's model is loading (Retry-After) or failed to load, "
-        "the inference queue is full (Retry-After), or the service is shutting down.",
+        "the service is at capacity (Retry-After: too many requests in progress, too many pixels "
+        "or a full inference queue), or the service is shutting down.",
         {"detail": "the inference queue is full (256 of 256 images waiting); retry shortly"},
     ),
     504: (

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import decode_image
+from app.decode import decode_image, header_pixels
 from app.errors import InvalidInput, PayloadTooLarge
 from tests.app.conftest import encode, random_image
+from tests.app.hostile.corpus import png_bomb
 
 LIMIT = 40_000_000
 
@@ -149,3 +150,9 @@ def test_damaged_files_never_raise_anything_else(fmt):
         except (InvalidInput, PayloadTooLarge):
             continue
         assert decoded.dtype == np.uint8 and decoded.ndim == 3
+
+
+def test_header_pixels_reads_the_size_without_decoding():
+    assert header_pixels(encode(random_image(40, 30))) == 1200
+    assert header_pixels(png_bomb(5000)) == 25_000_000  # a header whose data is missing still counts
+    assert header_pixels(b"not an image") == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.inference import THRESHOLD_LEVEL, map_levels, run_batch, warm_up
+from app.inference import THRESHOLD_LEVEL, map_levels, run_batch, run_in_halves, warm_up
 from models.checkpoint import load_checkpoint
 from models.preprocess import to_image_size, to_model_input
 from models.scoring import defect_mask
@@ -76,3 +76,45 @@ def test_cuda_gives_the_cpu_results(tiny_checkpoint):
         assert b.score == pytest.approx(a.score, rel=1e-4, abs=1e-6)
         assert b.mask.shape == a.mask.shape and (b.mask != a.mask).mean() < 0.01
         assert isinstance(b.mask, np.ndarray) and isinstance(b.anomaly_map, np.ndarray)
+
+
+class RunsOutOfMemory:
+    """A detector that raises CUDA's out-of-memory error (constructible on CPU) above ``fits`` images."""
+
+    def __init__(self, inner, fits: int) -> None:
+        self.inner, self.config, self.fits = inner, inner.config, fits
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, x):
+        self.batch_sizes.append(x.shape[0])
+        if x.shape[0] > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_splits_the_batch_in_halves_and_keeps_the_order(checkpoint, caplog):
+    images = [random_image(20, 20 + i, seed=i) for i in range(5)]
+    expected = [alone(checkpoint, image)[0] for image in images]
+    checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=2)
+    results = run_in_halves(checkpoint, images, [None] * 5, CPU)
+    assert checkpoint.detector.batch_sizes == [5, 2, 3, 1, 2]
+    assert [r.score for r in results] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert [r.mask.shape[1] for r in results] == [20, 21, 22, 23, 24]
+    assert "out of device memory on a batch of 5 images; retrying as 2 + 3" in caplog.text
+
+
+def test_an_image_too_large_even_alone_is_its_own_failure(checkpoint):
+    images = [random_image(20, 20, seed=i) for i in range(3)]
+    checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=0)
+    results = run_in_halves(checkpoint, images, [None] * 3, CPU)
+    assert all(isinstance(r, torch.cuda.OutOfMemoryError) for r in results)
+    assert checkpoint.detector.batch_sizes == [3, 1, 2, 1, 1]
+
+
+def test_other_errors_are_not_retried(checkpoint):
+    checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=0)
+    checkpoint.detector.inner = None  # any other failure: TypeError, for the whole batch
+    checkpoint.detector.fits = 10
+    with pytest.raises(TypeError):
+        run_in_halves(checkpoint, [random_image(seed=1), random_image(seed=2)], [None, None], CPU)
+    assert checkpoint.detector.batch_sizes == [2]

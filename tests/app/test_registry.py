@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from app.errors import UnknownCategory
+from app.errors import Conflict, UnknownCategory
 from app.registry import LoadState, ModelRegistry
 from tests.app.conftest import GREY_CATEGORY, RGB_CATEGORY
 from tests.conftest import write_tiny_checkpoint
@@ -92,3 +92,88 @@ def test_load_all_stops_when_asked(weights_dir):
     registry = ModelRegistry(weights_dir)
     registry.load_all(CPU, lambda checkpoint: None, should_stop=lambda: True)
     assert all(entry.state == LoadState.LOADING for entry in registry.entries.values())
+
+
+# --- reload: load beside the serving models, then swap the dictionary ----------------------------
+
+
+def loaded_registry(weights_dir) -> ModelRegistry:
+    registry = ModelRegistry(weights_dir)
+    registry.load_all(CPU, lambda checkpoint: None)
+    return registry
+
+
+def test_reload_keeps_unchanged_entries_as_they_are(weights_dir):
+    registry = loaded_registry(weights_dir)
+    before = dict(registry.entries)
+    report = registry.reload(CPU, lambda checkpoint: pytest.fail("nothing to load"))
+    assert (report.loaded, report.unchanged, report.failed, report.removed) == (
+        [],
+        [GREY_CATEGORY, RGB_CATEGORY],
+        {},
+        [],
+    )
+    assert all(registry.entries[name] is entry for name, entry in before.items())
+
+
+def test_reload_loads_new_and_changed_files_and_drops_removed_ones(weights_dir):
+    registry = loaded_registry(weights_dir)
+    old_widget = registry.get(RGB_CATEGORY)
+    write_tiny_checkpoint(weights_dir / f"{RGB_CATEGORY}.safetensors", RGB_CATEGORY, seed=7)  # changed
+    write_tiny_checkpoint(weights_dir / "bottle.safetensors", "bottle", seed=3)  # new
+    (weights_dir / f"{GREY_CATEGORY}.safetensors").unlink()  # removed
+    warmed = []
+    report = registry.reload(CPU, warmed.append)
+    assert report.loaded == ["bottle", RGB_CATEGORY]
+    assert report.removed == [GREY_CATEGORY] and report.unchanged == [] and report.failed == {}
+    assert registry.categories == ["bottle", RGB_CATEGORY]
+    new_widget = registry.get(RGB_CATEGORY)
+    assert new_widget is not old_widget and new_widget.state == LoadState.READY
+    assert new_widget.version != old_widget.version
+    assert sorted(c.category for c in warmed) == ["bottle", RGB_CATEGORY]  # each warmed up before the swap
+    assert old_widget.checkpoint is not None  # still whole for a batch that holds it
+
+
+def test_a_broken_replacement_leaves_the_old_model_serving(weights_dir):
+    registry = loaded_registry(weights_dir)
+    serving = registry.get(RGB_CATEGORY)
+    (weights_dir / f"{RGB_CATEGORY}.safetensors").write_bytes(b"half a file")
+    (weights_dir / "cracked.safetensors").write_bytes(b"junk")
+    report = registry.reload(CPU, lambda checkpoint: None)
+    assert set(report.failed) == {RGB_CATEGORY, "cracked"}
+    assert report.failed[RGB_CATEGORY].startswith(f"{RGB_CATEGORY}.safetensors: ")
+    assert str(weights_dir) not in report.failed[RGB_CATEGORY]
+    assert registry.get(RGB_CATEGORY) is serving and serving.state == LoadState.READY
+    assert registry.get("cracked").state == LoadState.FAILED  # new and broken: listed, as at start
+    assert report.loaded == [] and report.unchanged == [GREY_CATEGORY]
+
+
+def test_a_failed_checkpoint_is_retried_and_can_recover(weights_dir):
+    path = weights_dir / f"{RGB_CATEGORY}.safetensors"
+    good = path.read_bytes()
+    path.write_bytes(b"junk")
+    registry = loaded_registry(weights_dir)
+    assert registry.get(RGB_CATEGORY).state == LoadState.FAILED
+    path.write_bytes(good)
+    report = registry.reload(CPU, lambda checkpoint: None)
+    assert report.loaded == [RGB_CATEGORY]
+    assert registry.get(RGB_CATEGORY).state == LoadState.READY
+
+
+def test_reload_refuses_while_loading_while_reloading_or_without_its_folder(weights_dir):
+    registry = ModelRegistry(weights_dir)
+    with pytest.raises(Conflict, match="still loading"):
+        registry.reload(CPU, lambda checkpoint: None)
+    registry.load_all(CPU, lambda checkpoint: None)
+    registry._reload_lock.acquire()
+    try:
+        with pytest.raises(Conflict, match="already running"):
+            registry.reload(CPU, lambda checkpoint: None)
+    finally:
+        registry._reload_lock.release()
+    for path in weights_dir.iterdir():
+        path.unlink()
+    weights_dir.rmdir()
+    with pytest.raises(Conflict, match="nothing was changed"):
+        registry.reload(CPU, lambda checkpoint: None)
+    assert registry.categories == [GREY_CATEGORY, RGB_CATEGORY]

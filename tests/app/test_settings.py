@@ -86,3 +86,41 @@ def test_settings_are_immutable():
     settings = Settings()
     with pytest.raises(ValueError):
         settings.max_batch_size = 2
+
+
+def test_api_keys_are_secret_in_every_representation(monkeypatch):
+    monkeypatch.setenv("INSPECT_API_KEYS", "k-s3cret-1,k-s3cret-2")
+    monkeypatch.setenv("INSPECT_ADMIN_API_KEYS", "a-s3cret")
+    settings = load_settings()
+    for shown in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "s3cret" not in shown
+    assert settings.api_keys.get_secret_value() == "k-s3cret-1,k-s3cret-2"
+
+
+def test_a_malformed_key_is_named_by_variable_never_quoted(monkeypatch):
+    monkeypatch.setenv("INSPECT_ADMIN_API_KEYS", "fine,has space-s3cret")
+    with pytest.raises(SettingsError, match="INSPECT_ADMIN_API_KEYS: key 2") as caught:
+        load_settings()
+    assert "s3cret" not in str(caught.value)
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("INSPECT_API_KEYS", "")
+    monkeypatch.setenv("INSPECT_API_KEYS_FILE", "")
+    monkeypatch.setenv("INSPECT_MAX_BATCH_SIZE", "")
+    settings = load_settings()
+    assert settings.api_keys is None and settings.api_keys_file is None and settings.max_batch_size == 16
+
+
+def test_log_settings(monkeypatch):
+    monkeypatch.setenv("INSPECT_LOG_LEVEL", "debug")
+    monkeypatch.setenv("INSPECT_LOG_FORMAT", "json")
+    settings = load_settings()
+    assert (settings.log_level, settings.log_level_number, settings.log_format) == ("DEBUG", 10, "json")
+    monkeypatch.setenv("INSPECT_LOG_FORMAT", "xml")
+    with pytest.raises(SettingsError, match="INSPECT_LOG_FORMAT"):
+        load_settings()
+    monkeypatch.setenv("INSPECT_LOG_FORMAT", "auto")
+    monkeypatch.setenv("INSPECT_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError, match="INSPECT_LOG_LEVEL: must be one of DEBUG, INFO"):
+        load_settings()

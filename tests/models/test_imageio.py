@@ -1,5 +1,7 @@
 """Tests for models/imageio.py: every common Pillow mode becomes uint8 RGB or L the same way."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,3 +88,16 @@ def test_dark_16_bit_frame_uses_the_same_mapping():
     # exactly as the same pixels would inside a brighter frame.
     dark = Image.fromarray(np.array([[0, 255, 256, 511]], dtype=np.uint16))
     assert to_array(dark, "L")[0, :, 0].tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(("color_mode", "channels"), [("RGB", 3), ("L", 1)])
+def test_cielab_converts_to_either_mode(color_mode, channels):
+    lab = Image.frombytes("LAB", (3, 2), bytes(range(18)))
+    assert to_array(lab, color_mode).shape == (2, 3, channels)
+
+
+def test_float_image_maps_nan_and_infinities_to_black_and_white():
+    data = np.array([[np.nan, np.inf, -np.inf, 300.0, -5.0, 100.4]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast"
+        assert to_array(Image.fromarray(data), "L")[0, :, 0].tolist() == [0, 255, 0, 255, 0, 100]

@@ -399,7 +399,10 @@ async def test_a_failing_forward_pass_is_a_clean_500(served):
     spy_on(app, RGB_CATEGORY, error=RuntimeError("device-side assert"))
     response = await client.post(f"/inspect/{RGB_CATEGORY}", content=png_bytes(), headers=PNG)
     assert response.status_code == 500
-    assert response.json() == {"detail": "inference failed (RuntimeError)"}
+    assert response.json() == {
+        "detail": "inference failed (RuntimeError)",
+        "request_id": response.headers["x-request-id"],
+    }
     other = await client.post(f"/inspect/{GREY_CATEGORY}", content=png_bytes(channels=1), headers=PNG)
     assert other.status_code == 200
 
