@@ -17,6 +17,9 @@ quality.json, rewritten after every run so a long run's partial results survive.
 
     python -m benchmarks.quality --data-root ../shared/data --categories tire magnetic_tile
     python -m benchmarks.quality --data-root /tmp/qsynth --categories demo --epochs 1   # smoke run
+
+Runs split across processes or machines (``--out`` each) are put into one table with
+``--collect DIR ... --out DIR``.
 """
 
 import argparse
@@ -56,7 +59,24 @@ CONFIGURATIONS = {
         "starting+sspcab", "starting", ("--sspcab-loss-weight", "0.1"), "starting + SSPCAB loss (λ = 0.1)"
     ),
     "default": Configuration("default", "default", (), "preset default"),
+    # Ablations of the default, one part removed each.
+    "default-no-head": Configuration(
+        "default-no-head",
+        "reconstruction",
+        (),
+        "preset reconstruction: the default's CAE alone, SSIM+MSGMS map",
+    ),
+    "default-no-sspcab": Configuration(
+        "default-no-sspcab", "default", ("--no-sspcab",), "default without SSPCAB blocks (CAE and head)"
+    ),
+    "default-no-sspcab-loss": Configuration(
+        "default-no-sspcab-loss",
+        "default",
+        ("--sspcab-loss-weight", "0"),
+        "default with SSPCAB, without its loss",
+    ),
 }
+DEFAULT_CONFIGS = ("starting", "starting+sspcab", "default")
 HEADLINE = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 OPERATIONAL = (
     "image_precision",
@@ -197,13 +217,46 @@ def markdown(records: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def collect(folders: list[Path], out: Path) -> int:
+    """One quality.md and quality.json from the quality.json of several runs with the same budget."""
+    documents = []
+    for folder in folders:
+        path = folder / "quality.json"
+        if not path.is_file():
+            raise SystemExit(f"--collect: {path} does not exist")
+        documents.append(json.loads(path.read_text()))
+    budgets = {tuple(d["arguments"][k] for k in ("max_steps", "epochs", "seed", "device")) for d in documents}
+    if len(budgets) > 1:
+        raise SystemExit(f"--collect: the runs differ in budget, seed or device: {sorted(budgets)}")
+    records = [record for d in documents for record in d["results"]]
+    args = argparse.Namespace(**documents[0]["arguments"])
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "collected_from": [str(f) for f in folders],
+        "arguments": documents[0]["arguments"],
+        "load_average": [d["load_average"] for d in documents],
+        "torch": documents[0]["torch"],
+        "wall_s": [d["wall_s"] for d in documents],
+        "results": records,
+    }
+    (out / "quality.json").write_text(json.dumps(document, indent=1) + "\n")
+    (out / "quality.md").write_text(markdown(records, args))
+    print(markdown(records, args))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data-root", type=Path, default=Path("../shared/data"), help="holds the category folders"
     )
     parser.add_argument("--categories", nargs="+", default=["tire", "magnetic_tile"])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGURATIONS), help="names, or preset names")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        help=f"names ({', '.join(CONFIGURATIONS)}) or preset names",
+    )
     parser.add_argument(
         "--max-steps", type=int, default=1200, help="same budget for all, in optimizer steps (the default's)"
     )
@@ -214,7 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed inference repeats (median)")
     parser.add_argument("--out", type=Path, default=Path("reports/quality"))
+    parser.add_argument(
+        "--collect",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="train nothing: put the results of earlier runs (their --out folders) into one table in --out",
+    )
     args = parser.parse_args(argv)
+    if args.collect:
+        return collect(args.collect, args.out)
     if args.epochs < 0:
         raise SystemExit(f"--epochs must be >= 0, got {args.epochs}")
     configs = [configuration(name) for name in args.configs]

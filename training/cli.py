@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--ssim-loss-weight", type=float)
     p.add_argument("--sspcab-loss-weight", type=float, help="λ of the SSPCAB self-supervised loss")
+    p.add_argument(
+        "--no-sspcab",
+        action="store_true",
+        help="ablation: no SSPCAB block in the autoencoder or the head (and so no SSPCAB loss)",
+    )
     p.add_argument("--augment", choices=("none", "flip", "flip+rot90"))
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--val-fraction", type=float)
@@ -125,6 +130,9 @@ def cmd_fit(args) -> int:
         train_cfg = replace(train_cfg, epochs=None)
     if args.input_size:
         config = replace(config, cae=replace(config.cae, input_size=args.input_size))
+    if args.no_sspcab:
+        head = replace(config.head, sspcab=False) if config.head is not None else None
+        config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
     if args.anomaly_map:
         config = replace(config, scoring=replace(config.scoring, anomaly_map=args.anomaly_map))
     print(
@@ -151,6 +159,7 @@ def cmd_fit(args) -> int:
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "reconstruction_collapsed_at": result.reconstruction_collapsed_at,
         "final_train_loss": history[-1]["train_loss"],
         "best_val_loss": min(h["val_loss"] for h in history),
         "mean_image_mse": history[-1]["mean_image_mse"],

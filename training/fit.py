@@ -5,8 +5,12 @@ Loss = w_mse · MSE + w_ssim · (1 − SSIM) + λ · SSPCAB self-supervised loss
 carry a synthetic anomaly (``training.anomaly_synthesis``): the autoencoder learns to reconstruct
 the clean image from it, and the head adds a focal segmentation loss against the anomaly's exact
 mask. The best model on held-out normal images is kept, training stops early when validation stops
-improving, and a constant-output collapse (a model that only reproduces the mean image) is detected
-and stops training with an explanation instead of producing a useless checkpoint."""
+improving, and a constant-output collapse (a model that only reproduces the mean image) is detected.
+Without a head the reconstruction error is the anomaly map, so a collapse stops training with an
+explanation instead of producing a useless checkpoint. With a head it is reported and recorded, not
+fatal: the head compares the image with the reconstruction, and the mean normal image is still a
+reference it can judge against (nearly uniform textures reconstruct no better than their mean), so
+its validation segmentation loss, not the reconstruction, says whether the model is useful."""
 
 import copy
 import math
@@ -47,6 +51,7 @@ class FitResult:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    reconstruction_collapsed_at: int | None = None  # head only: the epoch the collapse was reported
 
 
 def resolve_device(name: str) -> torch.device:
@@ -212,13 +217,23 @@ def fit(
         bar.update()
         collapsed_epochs = collapsed_epochs + 1 if _collapsed(record, config) else 0
         if collapsed_epochs >= config.collapse_patience:
-            bar.close()
-            raise TrainingCollapsed(
-                f"training collapsed to a constant output at epoch {epoch}: validation MSE {val_mse:.5f} "
-                f"is no better than the mean image ({mean_mse:.5f}) and reconstructions barely vary "
-                f"(diversity {diversity:.3f}); try the default preset (BatchNorm), a lower "
-                f"--learning-rate, or --ssim-loss-weight 1"
+            what = (
+                f"validation MSE {val_mse:.5f} is no better than the mean image ({mean_mse:.5f}) and "
+                f"reconstructions barely vary (diversity {diversity:.3f})"
             )
+            if detector.head is None:
+                bar.close()
+                raise TrainingCollapsed(
+                    f"training collapsed to a constant output at epoch {epoch}: {what}; try the default "
+                    f"preset (BatchNorm), a lower --learning-rate, or --ssim-loss-weight 1"
+                )
+            if result.reconstruction_collapsed_at is None:
+                result.reconstruction_collapsed_at = epoch
+                print(
+                    f"warning: the reconstruction is no better than the mean image at epoch {epoch}: {what}; "
+                    "the head goes on judging images against it (see its validation segmentation loss)",
+                    file=sys.stderr,
+                )
         if config.patience and epoch - result.best_epoch >= config.patience:
             result.stopped_early = True
             break

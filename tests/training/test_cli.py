@@ -64,6 +64,18 @@ def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
     assert checkpoint.with_suffix(".loss.png").stat().st_size > 0
 
 
+def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "ablation.safetensors"
+    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress", "--no-sspcab"]
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *small))
+    assert code == 0
+    model = read_metadata(checkpoint)["model"]
+    assert model["cae"]["sspcab"] is False and model["head"]["sspcab"] is False
+    names = load_checkpoint(checkpoint, "cpu").detector.state_dict()
+    assert not [name for name in names if "sspcab" in name]
+
+
 def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
     data, original, _ = fitted
     checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")

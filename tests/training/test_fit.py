@@ -111,6 +111,21 @@ def test_a_model_no_better_than_the_mean_image_is_reported_as_collapsed():
         fit(_detector(), train, val, config, CPU, progress=False)
 
 
+def test_with_a_head_a_collapsed_reconstruction_is_reported_not_fatal():
+    from models.detector import DetectorConfig
+    from models.head import HeadConfig
+    from models.scoring import ScoringConfig
+
+    torch.manual_seed(0)
+    config = DetectorConfig(tiny_config().cae, ScoringConfig(anomaly_map="head"), HeadConfig(widths=(4, 8)))
+    detector = AnomalyDetector(config)
+    train, val = _one_texture_with_noise(8, 1), _one_texture_with_noise(4, 2)
+    config = _config(epochs=3, learning_rate=1e-9, collapse_warmup=0, collapse_patience=1)
+    result = fit(detector, train, val, config, CPU, progress=False)
+    assert len(result.history) == 3  # trained on
+    assert result.reconstruction_collapsed_at == 1
+
+
 def test_collapse_waits_for_warmup_and_patience():
     train, val = _one_texture_with_noise(8, 1), _one_texture_with_noise(4, 2)
     patient = _config(epochs=2, learning_rate=1e-9, collapse_warmup=0, collapse_patience=3)
