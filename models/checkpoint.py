@@ -91,6 +91,9 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+    # safetensors creates the file owner-only (0600); a checkpoint is meant to be read by the
+    # service, which runs as another user in its container (10001), so make it world-readable.
+    tmp.chmod(0o644)
     tmp.replace(path)  # atomic: a reader never sees half a checkpoint
     return path
 

@@ -52,6 +52,7 @@ def test_round_trip_gives_the_same_outputs_and_metadata(tmp_path):
         training={"epochs_run": 2},
     )
     assert not list(path.parent.glob("*.tmp"))
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the service's own user in its container
 
     loaded = load_checkpoint(path)
     x = torch.rand(2, 1, 24, 24)
