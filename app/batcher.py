@@ -4,8 +4,10 @@ Each image of a request joins a per-category FIFO queue on its own. One inferenc
 device owns every model call (the event loop never waits on torch): it loads the checkpoints, then
 loops on ``collect``, the pure function that decides from the queue state what runs next:
 
-- a category is *due* when it holds ``max_batch_size`` images or its oldest image has waited
-  ``max_wait_s``; the worker then runs up to ``max_batch_size`` of its oldest images together;
+- a category is *due* when it holds ``max_batch_size`` images, or its oldest image has waited
+  ``max_wait_s``, or no other request is on its way (being read or decoded: ``Batcher.incoming``),
+  since waiting then only adds latency; the worker then runs up to ``max_batch_size`` of its oldest
+  images together;
 - among due categories the next one after the category served last, in name order, goes first
   (round robin), so a busy category cannot starve a quiet one;
 - images whose client has gone (future cancelled) and images that waited ``timeout_s`` are dropped
@@ -23,7 +25,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +114,7 @@ def collect(
     last_served: str | None,
     now: float,
     policy: BatchPolicy,
+    more_coming: bool = True,
 ) -> Collection:
     """Decide what the worker does next; reads the queue state, changes nothing.
 
@@ -120,6 +123,7 @@ def collect(
         last_served: the category of the previous batch.
         now: the current ``time.monotonic()``.
         policy: batch size and waiting limits.
+        more_coming: whether images are on their way; when not, a partial batch is due at once.
     """
     expired, cancelled = [], []
     live: dict[str, list[WorkItem]] = {}
@@ -132,7 +136,11 @@ def collect(
             else:
                 live.setdefault(category, []).append(item)
     due_at = {category: items[0].enqueued_at + policy.max_wait_s for category, items in live.items()}
-    due = [c for c, items in live.items() if len(items) >= policy.max_batch_size or due_at[c] <= now]
+    due = [
+        c
+        for c, items in live.items()
+        if len(items) >= policy.max_batch_size or due_at[c] <= now or not more_coming
+    ]
     if not due:
         wait_s = min(due_at.values()) - now if due_at else None
         return Collection(expired=tuple(expired), cancelled=tuple(cancelled), wait_s=wait_s)
@@ -173,6 +181,7 @@ class Batcher:
         self.admission = Admission(max_in_flight or max_queue, max_pixels_in_flight)
         self._queues: dict[str, deque[WorkItem]] = {}
         self._last_served: str | None = None
+        self._incoming = 0  # requests being read or decoded (``incoming``)
         self._stopping = False
         self._condition = threading.Condition()
         self._thread = threading.Thread(target=self._work, name=f"inference-{device}", daemon=True)
@@ -193,6 +202,23 @@ class Batcher:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 logger.warning("inference worker still busy after %.1f s; leaving it behind", timeout_s)
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Around a request's reading, decoding and ``submit``: its images are on their way.
+
+        While no request is, nothing more can join a partial batch, so it runs at once instead of
+        waiting ``max_wait_s``: one camera alone pays no batching delay, and under load the wait
+        still gathers the images that are arriving.
+        """
+        with self._condition:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._incoming -= 1
+                self._condition.notify()
 
     @property
     def waiting(self) -> int:
@@ -250,7 +276,9 @@ class Batcher:
         """Block until there is something to do; None once stopping."""
         with self._condition:
             while not self._stopping:
-                collection = collect(self._queues, self._last_served, time.monotonic(), self.policy)
+                collection = collect(
+                    self._queues, self._last_served, time.monotonic(), self.policy, self._incoming > 0
+                )
                 if collection.taken:
                     self._remove(collection.taken)
                     if collection.category is not None:

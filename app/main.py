@@ -88,7 +88,7 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     configure_pillow(settings.max_image_pixels)
     registry = ModelRegistry(settings.weights_dir)
     policy = BatchPolicy(
-        settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.request_timeout_s
+        settings.batch_size_for(device.type), settings.max_batch_wait_ms / 1000, settings.request_timeout_s
     )
     service_metrics: ServiceMetrics = application.state.metrics
     stats = BatchStats()
@@ -109,7 +109,7 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         len(registry.entries),
         settings.weights_dir,
         device,
-        settings.max_batch_size,
+        policy.max_batch_size,
         settings.max_batch_wait_ms,
         torch.get_num_threads(),
         f"{len(keys.client)} client keys" if keys.client else "no client key: open",

@@ -20,6 +20,7 @@ ENV_PREFIX = "INSPECT_"
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: safe in any HTTP header
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CUDA_BATCH_SIZE, CPU_BATCH_SIZE = 16, 4  # INSPECT_MAX_BATCH_SIZE when unset (Settings.batch_size_for)
 
 
 def default_codec_workers() -> int:
@@ -59,7 +60,12 @@ class Settings(BaseSettings):
 
     weights_dir: Path = Field(Path("weights"), description="folder of <category>.safetensors checkpoints")
     device: str = Field("auto", description="auto (CUDA when available, else cpu), cpu, cuda or cuda:N")
-    max_batch_size: int = Field(16, ge=1, le=1024, description="images stacked into one forward pass")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="images stacked into one forward pass; unset: 16 on CUDA, 4 on a CPU",
+    )
     max_batch_wait_ms: float = Field(
         5.0, ge=0, le=10_000, description="longest wait for the oldest image before a partial batch runs"
     )
@@ -150,6 +156,14 @@ class Settings(BaseSettings):
                 "else a request with the most images could never be queued"
             )
         return self
+
+    def batch_size_for(self, device_type: str) -> int:
+        """``max_batch_size`` as set, else the device's: a GPU gains from large batches; on a CPU the
+        per-image cost of the model rises beyond about 4 images (activations leave the caches:
+        13.6 ms/image at 4, 21.9 at 16 on 2 cores, BENCHMARKS.md), so 4 there."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return CUDA_BATCH_SIZE if device_type == "cuda" else CPU_BATCH_SIZE
 
     @property
     def max_upload_bytes(self) -> int:

@@ -178,16 +178,17 @@ async def inspect_images(
     checkpoint = require_ready(entry)
     outputs = parse_include(include)
     png_answer = wants_png(request.headers.get("accept"))  # OpenAPI: the 200 answer's image/png
-    uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_images_per_request)
-    note_images(request, len(uploads))
-    reserve_pixels(request, services.batcher.admission, uploads)  # 413 or 503 before any decoding
-    if png_answer and len(uploads) != 1:
-        raise NotAcceptable(
-            f"an image/png answer holds one image; this request has {len(uploads)}: accept application/json"
-        )
-    pool = services.codec_pool
-    images = await decode_all(uploads, checkpoint.color_mode, settings.max_image_pixels, pool)
-    futures = services.batcher.submit(category, images, threshold)
+    with services.batcher.incoming():  # a partial batch waits for these images, not for nothing
+        uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_images_per_request)
+        note_images(request, len(uploads))
+        reserve_pixels(request, services.batcher.admission, uploads)  # 413 or 503 before any decoding
+        if png_answer and len(uploads) != 1:
+            raise NotAcceptable(
+                f"an image/png answer holds one image; this request has {len(uploads)}: accept application/json"
+            )
+        pool = services.codec_pool
+        images = await decode_all(uploads, checkpoint.color_mode, settings.max_image_pixels, pool)
+        futures = services.batcher.submit(category, images, threshold)
     inferences = await gather_results(futures, settings.request_timeout_s, wait_for_disconnect(request))
     note_inspection(request, inferences)
     if png_answer:

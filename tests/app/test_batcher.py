@@ -36,6 +36,24 @@ def test_a_young_image_waits_for_company_until_max_wait():
     assert due.category == "a" and due.batch == tuple(waiting["a"])
 
 
+def test_a_partial_batch_runs_at_once_when_no_image_is_on_its_way():
+    waiting = {"a": [item("a", 10.000), item("a", 10.001)]}
+    collection = collect(waiting, None, now=10.002, policy=POLICY, more_coming=False)
+    assert collection.category == "a" and collection.batch == tuple(waiting["a"])
+
+
+def test_a_lone_request_is_computed_without_waiting_for_company(make_batcher):
+    batcher = make_batcher(BatchPolicy(max_batch_size=8, max_wait_s=30.0, timeout_s=60.0))
+    detector = spy(batcher, RGB_CATEGORY)
+    with batcher.incoming():
+        futures = batcher.submit(RGB_CATEGORY, [random_image()])
+        time.sleep(0.2)
+        assert not futures[0].done()  # a request is on its way (this one): wait for company
+    # Nothing more is coming: it runs now, not after the 30 s max_wait.
+    assert isinstance(futures[0].result(timeout=10), ImageInference)
+    assert detector.batch_sizes == [1]
+
+
 def test_a_full_batch_runs_at_once_oldest_first_and_capped():
     queue = [item("a", 10.0 + i * 1e-4) for i in range(5)]
     collection = collect({"a": queue}, None, now=10.001, policy=POLICY)
@@ -127,8 +145,9 @@ def spy(batcher: Batcher, category: str, **options) -> SpyDetector:
 def test_images_submitted_together_share_one_forward_pass(make_batcher):
     batcher = make_batcher(BatchPolicy(max_batch_size=8, max_wait_s=0.2, timeout_s=5.0))
     detector = spy(batcher, RGB_CATEGORY)
-    futures = batcher.submit(RGB_CATEGORY, [random_image(seed=s) for s in range(3)])
-    futures += batcher.submit(RGB_CATEGORY, [random_image(seed=3)], pixel_threshold=0.0)
+    with batcher.incoming():  # the second request is on its way while the first is queued
+        futures = batcher.submit(RGB_CATEGORY, [random_image(seed=s) for s in range(3)])
+        futures += batcher.submit(RGB_CATEGORY, [random_image(seed=3)], pixel_threshold=0.0)
     results = [future.result(timeout=5) for future in futures]
     assert detector.batch_sizes == [4]
     assert all(isinstance(result, ImageInference) for result in results)

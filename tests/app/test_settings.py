@@ -11,7 +11,8 @@ def test_defaults_match_the_issue(monkeypatch):
     settings = load_settings()
     assert str(settings.weights_dir) == "weights"
     assert settings.device == "auto"
-    assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (16, 5, 256)
+    assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (None, 5, 256)
+    assert (settings.batch_size_for("cuda"), settings.batch_size_for("cpu")) == (16, 4)  # unset: per device
     assert (settings.request_timeout_s, settings.max_upload_mb) == (10, 20)
     assert (settings.max_image_pixels, settings.max_images_per_request) == (40_000_000, 16)
     assert 1 <= settings.codec_workers <= 8
@@ -109,7 +110,7 @@ def test_an_empty_variable_counts_as_unset(monkeypatch):
     monkeypatch.setenv("INSPECT_API_KEYS_FILE", "")
     monkeypatch.setenv("INSPECT_MAX_BATCH_SIZE", "")
     settings = load_settings()
-    assert settings.api_keys is None and settings.api_keys_file is None and settings.max_batch_size == 16
+    assert settings.api_keys is None and settings.api_keys_file is None and settings.max_batch_size is None
 
 
 def test_log_settings(monkeypatch):

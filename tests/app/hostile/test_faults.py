@@ -178,7 +178,7 @@ class OutOfMemoryAbove:
 
 
 async def test_out_of_memory_splits_the_batch_and_every_image_is_answered(weights_dir, caplog):
-    async with serve(make_settings(weights_dir, max_batch_wait_ms=300)) as (app, client):
+    async with serve(make_settings(weights_dir, max_batch_wait_ms=300, max_batch_size=8)) as (app, client):
         checkpoint = app.state.services.registry.get(RGB_CATEGORY).checkpoint
         blobs = [png_bytes(seed=seed) for seed in range(6)]
         alone = [
