@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi import FastAPI
 from PIL import Image
 
@@ -91,6 +92,20 @@ async def serve(
 async def served(weights_dir: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with serve(make_settings(weights_dir)) as pair:
         yield pair
+
+
+class RunsOutOfMemory:
+    """A detector that raises CUDA's out-of-memory error (constructible on CPU) above ``fits`` images."""
+
+    def __init__(self, inner, fits: int) -> None:
+        self.inner, self.config, self.fits = inner, inner.config, fits
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, x):
+        self.batch_sizes.append(x.shape[0])
+        if x.shape[0] > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
 
 
 class SpyDetector:

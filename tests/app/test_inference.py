@@ -8,7 +8,7 @@ from app.inference import THRESHOLD_LEVEL, map_levels, run_batch, run_in_halves,
 from models.checkpoint import load_checkpoint
 from models.preprocess import to_image_size, to_model_input
 from models.scoring import defect_mask
-from tests.app.conftest import random_image
+from tests.app.conftest import RunsOutOfMemory, random_image
 
 CPU = torch.device("cpu")
 
@@ -76,20 +76,6 @@ def test_cuda_gives_the_cpu_results(tiny_checkpoint):
         assert b.score == pytest.approx(a.score, rel=1e-4, abs=1e-6)
         assert b.mask.shape == a.mask.shape and (b.mask != a.mask).mean() < 0.01
         assert isinstance(b.mask, np.ndarray) and isinstance(b.anomaly_map, np.ndarray)
-
-
-class RunsOutOfMemory:
-    """A detector that raises CUDA's out-of-memory error (constructible on CPU) above ``fits`` images."""
-
-    def __init__(self, inner, fits: int) -> None:
-        self.inner, self.config, self.fits = inner, inner.config, fits
-        self.batch_sizes: list[int] = []
-
-    def __call__(self, x):
-        self.batch_sizes.append(x.shape[0])
-        if x.shape[0] > self.fits:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(x)
 
 
 def test_out_of_memory_splits_the_batch_in_halves_and_keeps_the_order(checkpoint, caplog):

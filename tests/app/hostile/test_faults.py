@@ -21,6 +21,7 @@ from models.checkpoint import METADATA_KEY
 from tests.app.conftest import (
     GREY_CATEGORY,
     RGB_CATEGORY,
+    RunsOutOfMemory,
     entered,
     make_settings,
     png_bytes,
@@ -165,18 +166,6 @@ async def test_a_bug_in_the_bookkeeping_does_not_stop_the_worker(weights_dir, mo
 # --- out of device memory ----------------------------------------------------------------------
 
 
-class OutOfMemoryAbove:
-    def __init__(self, inner, fits: int) -> None:
-        self.inner, self.config, self.fits = inner, inner.config, fits
-        self.batch_sizes: list[int] = []
-
-    def __call__(self, x):
-        self.batch_sizes.append(x.shape[0])
-        if x.shape[0] > self.fits:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
-        return self.inner(x)
-
-
 async def test_out_of_memory_splits_the_batch_and_every_image_is_answered(weights_dir, caplog):
     async with serve(make_settings(weights_dir, max_batch_wait_ms=300, max_batch_size=8)) as (app, client):
         checkpoint = app.state.services.registry.get(RGB_CATEGORY).checkpoint
@@ -185,7 +174,7 @@ async def test_out_of_memory_splits_the_batch_and_every_image_is_answered(weight
             run_batch(checkpoint, [decode_image(blob, "RGB", 10**6)], [None], torch.device("cpu"))[0].score
             for blob in blobs
         ]
-        spy = checkpoint.detector = OutOfMemoryAbove(checkpoint.detector, fits=2)
+        spy = checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=2)
         with caplog.at_level(logging.WARNING, logger="app.inference"):
             responses = await asyncio.gather(
                 *(client.post(URL, content=blob, headers=PNG, params={"include": ""}) for blob in blobs)
@@ -199,7 +188,7 @@ async def test_out_of_memory_splits_the_batch_and_every_image_is_answered(weight
 async def test_an_image_that_does_not_fit_alone_fails_alone(weights_dir):
     async with serve(make_settings(weights_dir)) as (app, client):
         checkpoint = app.state.services.registry.get(RGB_CATEGORY).checkpoint
-        spy = checkpoint.detector = OutOfMemoryAbove(checkpoint.detector, fits=0)
+        spy = checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=0)
         response = await client.post(URL, content=png_bytes(), headers=PNG)
         assert response.status_code == 500
         assert response.json()["detail"].startswith("inference failed (OutOfMemoryError)")
