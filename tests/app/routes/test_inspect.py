@@ -11,7 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import load_checkpoint
+from app.decode import decode_image
+from app.inference import run_batch
+from models.calibration import Calibration
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.preprocess import to_model_input
 from tests.app.conftest import (
     GREY_CATEGORY,
@@ -25,6 +28,7 @@ from tests.app.conftest import (
     spy_on,
     wait_until,
 )
+from tests.models.test_head import head_detector
 
 pytestmark = pytest.mark.anyio
 
@@ -452,3 +456,25 @@ async def test_a_client_that_disconnects_is_dropped_before_compute(served):
     await wait_until(lambda: batcher.stats.category(RGB_CATEGORY).cancelled == 1)
     assert spy.batch_sizes == [1]  # only the first request's image was computed
     assert batcher.stats.category(RGB_CATEGORY).images == 1
+
+
+async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path):
+    calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1)
+    path = save_checkpoint(
+        tmp_path / "gear.safetensors", head_detector(), category="gear", calibration=calibration
+    )
+    blob = png_bytes(40, 30, seed=7)
+    alone = run_batch(load_checkpoint(path), [decode_image(blob, "RGB", 10**6)], [None], torch.device("cpu"))[
+        0
+    ]
+    async with serve(make_settings(tmp_path)) as (_, client):
+        response = await client.post(
+            "/inspect/gear", content=blob, headers=PNG, params={"include": "anomaly_map"}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["anomaly_map"] == "head"
+    (result,) = body["results"]
+    assert result["score"] == pytest.approx(alone.score, rel=1e-5)
+    assert 0 <= result["score"] <= 1  # a pooled probability of the head's segmentation
+    assert png_of(result["anomaly_map_png"]).size == (30, 40)
