@@ -104,6 +104,12 @@ def last_json_line(text: str) -> dict:
     raise ValueError("no JSON line in the output")
 
 
+def last_error(log: Path) -> str:
+    """The CLI's one-line ``error: ...`` message in ``log`` (a collapse says when it was detected)."""
+    lines = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
+    return lines[-1].removeprefix("error: ") if lines else f"see {log}"
+
+
 def run_cli(arguments: list[str], log: Path) -> tuple[int, str, float]:
     """``python -m training ...``; stderr goes to ``log``; returns (exit code, stdout, wall seconds)."""
     started = time.perf_counter()
@@ -162,7 +168,7 @@ def train_and_evaluate(args: argparse.Namespace, category: str, config: Configur
     code, out, wall = run_cli(fit, log)
     record["fit_wall_s"] = round(wall, 1)
     if code != 0:
-        return {**record, "error": f"fit exited with {code}; see {log}"}
+        return {**record, "error": f"fit exited with {code}: {last_error(log)}"}
     record["fit"] = last_json_line(out)
     training = read_metadata(checkpoint).get("training", {})
     record["training_duration_s"] = training.get("duration_s")
@@ -173,7 +179,7 @@ def train_and_evaluate(args: argparse.Namespace, category: str, config: Configur
     )
     record["evaluate_wall_s"] = round(wall, 1)
     if code != 0:
-        return {**record, "error": f"evaluate exited with {code}; see {log}"}
+        return {**record, "error": f"evaluate exited with {code}: {last_error(log)}"}
     headline = last_json_line(out)
     metrics = json.loads((report_dir / "metrics.json").read_text())
     record.update({k: headline.get(k, metrics.get(k)) for k in HEADLINE})
