@@ -94,6 +94,22 @@ async def served(weights_dir: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
         yield pair
 
 
+@pytest.fixture
+def held_loading(monkeypatch) -> threading.Event:
+    """Checkpoint loading waits (up to 5 s) until the returned event is set: the service stays loading."""
+    import app.registry
+
+    gate = threading.Event()
+    real_load = app.registry.load_checkpoint
+
+    def slow_load(path, device):
+        gate.wait(5)
+        return real_load(path, device)
+
+    monkeypatch.setattr(app.registry, "load_checkpoint", slow_load)
+    return gate
+
+
 class RunsOutOfMemory:
     """A detector that raises CUDA's out-of-memory error (constructible on CPU) above ``fits`` images."""
 

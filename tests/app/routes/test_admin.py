@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-import app.registry
 from tests.app.conftest import RGB_CATEGORY, entered, make_settings, png_bytes, serve, spy_on
 from tests.conftest import write_tiny_checkpoint
 
@@ -88,15 +87,8 @@ async def test_the_swap_waits_for_no_batch_and_the_running_batch_keeps_its_model
     assert old.batch_sizes == [1]  # the held batch ran on the old model, the next one did not
 
 
-async def test_reload_before_the_first_load_ends_is_409(weights_dir, monkeypatch):
-    gate = threading.Event()
-    real_load = app.registry.load_checkpoint
-
-    def slow_load(path, device):
-        gate.wait(5)
-        return real_load(path, device)
-
-    monkeypatch.setattr(app.registry, "load_checkpoint", slow_load)
+async def test_reload_before_the_first_load_ends_is_409(weights_dir, held_loading):
+    gate = held_loading
     settings = make_settings(weights_dir, admin_api_keys=ADMIN["x-api-key"])
     async with serve(settings, wait_loaded=False) as (_, client):
         response = await client.post("/admin/reload", headers=ADMIN)

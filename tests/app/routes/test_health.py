@@ -1,24 +1,14 @@
 """GET /healthz and /readyz: alive at once, ready once every checkpoint has loaded and one serves."""
 
-import threading
-
 import pytest
 
-import app.registry
 from tests.app.conftest import RGB_CATEGORY, make_settings, png_bytes, serve, wait_until
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_ready_only_after_loading(weights_dir, monkeypatch):
-    gate = threading.Event()
-    real_load = app.registry.load_checkpoint
-
-    def slow_load(path, device):
-        gate.wait(5)
-        return real_load(path, device)
-
-    monkeypatch.setattr(app.registry, "load_checkpoint", slow_load)
+async def test_ready_only_after_loading(weights_dir, held_loading):
+    gate = held_loading
     async with serve(make_settings(weights_dir), wait_loaded=False) as (application, client):
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         before = await client.get("/readyz")
