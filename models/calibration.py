@@ -49,6 +49,16 @@ class Calibration:
         return cls(**data)
 
 
+def pixel_quantile_of(pixel_values: torch.Tensor, quantile: float) -> float:
+    """The ``quantile`` of anomaly-map values, any shape (a seeded subsample beyond 2**24 values,
+    torch.quantile's limit, keeps it exact enough)."""
+    pixels = pixel_values.double().flatten()
+    if pixels.numel() > 2**24:
+        generator = torch.Generator().manual_seed(0)
+        pixels = pixels[torch.randperm(pixels.numel(), generator=generator)[: 2**24]]
+    return float(torch.quantile(pixels, quantile))
+
+
 def from_normal_scores(
     image_scores: torch.Tensor,
     pixel_values: torch.Tensor,
@@ -72,12 +82,8 @@ def from_normal_scores(
     if image_scores.numel() < 2:
         raise ValueError("calibration needs at least 2 normal validation images")
     scores = image_scores.double().flatten()
-    pixels = pixel_values.double().flatten()
-    if pixels.numel() > 2**24:  # torch.quantile's limit; a seeded subsample keeps it exact enough
-        generator = torch.Generator().manual_seed(0)
-        pixels = pixels[torch.randperm(pixels.numel(), generator=generator)[: 2**24]]
     image_threshold = float(torch.quantile(scores, image_quantile))
-    pixel_threshold = float(torch.quantile(pixels, pixel_quantile))
+    pixel_threshold = pixel_quantile_of(pixel_values, pixel_quantile)
     spread = float(scores.std()) if scores.numel() > 1 else 0.0
     score_scale = max(spread, 1e-3 * abs(image_threshold), 1e-12)
     return Calibration(

@@ -8,7 +8,12 @@ Maps are batched torch operations so that the service computes them on the devic
   by inpainting for visual anomaly detection", Pattern Recognition 2021), sensitive to thin edges
   such as scratches and cracks;
 - ``ssim+gms``: the mean of the two;
-- ``head``: the per-pixel probability of the discriminative head (``models.head``).
+- ``head``: the per-pixel probability of the discriminative head (``models.head``);
+- ``head+ssim+gms``: the head's probability and the SSIM+MSGMS map, each divided by its own
+  high quantile on normal images (``AnomalyDetector.map_scales``, set by calibration), averaged.
+  The head learns what synthetic defects look like and the reconstruction error sees any change;
+  on real data each misses what the other finds (BENCHMARKS.md §2), and the normalisation puts
+  both in the same unit — "times its normal high end" — so that neither drowns the other.
 A Gaussian smoothing removes single-pixel noise; the image score is the maximum of the map or the
 mean of its top-k fraction.
 """
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-ANOMALY_MAPS = ("l2", "ssim", "gms", "ssim+gms", "head")
+ANOMALY_MAPS = ("l2", "ssim", "gms", "ssim+gms", "head", "head+ssim+gms")
+HEAD_MAPS = ("head", "head+ssim+gms")  # the maps that need a discriminative head
+RECONSTRUCTION_MAPS = ("l2", "ssim", "gms", "ssim+gms")
 SCORE_REDUCTIONS = ("max", "topk")
 
 
@@ -130,21 +137,26 @@ def anomaly_map(
     image: torch.Tensor, reconstruction: torch.Tensor, config: ScoringConfig, smoothing: bool = True
 ) -> torch.Tensor:
     """(B, C, H, W) image and reconstruction → (B, H, W) anomaly map, smoothed as configured."""
-    kind = config.anomaly_map
+    amap = reconstruction_map(image, reconstruction, config.anomaly_map, config)
+    return smooth(amap, config.smoothing_sigma) if smoothing else amap
+
+
+def reconstruction_map(
+    image: torch.Tensor, reconstruction: torch.Tensor, kind: str, config: ScoringConfig
+) -> torch.Tensor:
+    """The unsmoothed reconstruction-error map ``kind`` (one of RECONSTRUCTION_MAPS), (B, H, W)."""
     if kind == "l2":
-        amap = l2_map(image, reconstruction)
-    elif kind == "ssim":
-        amap = ssim_map(image, reconstruction, config.ssim_window)
-    elif kind == "gms":
-        amap = gms_map(image, reconstruction, config.gms_scales)
-    elif kind == "ssim+gms":
-        amap = 0.5 * (
+        return l2_map(image, reconstruction)
+    if kind == "ssim":
+        return ssim_map(image, reconstruction, config.ssim_window)
+    if kind == "gms":
+        return gms_map(image, reconstruction, config.gms_scales)
+    if kind == "ssim+gms":
+        return 0.5 * (
             ssim_map(image, reconstruction, config.ssim_window)
             + gms_map(image, reconstruction, config.gms_scales)
         )
-    else:
-        raise ValueError(f"anomaly map {kind!r} is not computed from a reconstruction alone")
-    return smooth(amap, config.smoothing_sigma) if smoothing else amap
+    raise ValueError(f"anomaly map {kind!r} is not computed from a reconstruction alone")
 
 
 def smooth(amap: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -6,19 +6,21 @@ import torch
 from models.cae import CAEConfig
 from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.detector import AnomalyDetector, DetectorConfig
+from models.detector import AnomalyDetector, DetectorConfig, with_anomaly_map
 from models.head import DiscriminativeHead, HeadConfig
-from models.scoring import ScoringConfig
+from models.scoring import ScoringConfig, reconstruction_map, smooth
 from models.sspcab import SSPCAB
 
+FUSED = "head+ssim+gms"
 
-def head_detector(channels: int = 3, size: int = 24) -> AnomalyDetector:
+
+def head_detector(channels: int = 3, size: int = 24, anomaly_map: str = "head") -> AnomalyDetector:
     torch.manual_seed(0)
     config = DetectorConfig(
         cae=CAEConfig(
             input_size=size, in_channels=channels, widths=(4, 8), pools=(2,), bottleneck_channels=8
         ),
-        scoring=ScoringConfig(anomaly_map="head", smoothing_sigma=1.0),
+        scoring=ScoringConfig(anomaly_map=anomaly_map, smoothing_sigma=1.0),
         head=HeadConfig(widths=(4, 8, 8)),
     )
     return AnomalyDetector(config).eval()
@@ -51,6 +53,8 @@ def test_head_and_map_must_come_together():
     with pytest.raises(ValueError, match="head"):
         DetectorConfig(scoring=ScoringConfig(anomaly_map="head"))
     with pytest.raises(ValueError, match="head"):
+        DetectorConfig(scoring=ScoringConfig(anomaly_map=FUSED))
+    with pytest.raises(ValueError, match="head"):
         DetectorConfig(scoring=ScoringConfig(anomaly_map="l2"), head=HeadConfig())
 
 
@@ -70,3 +74,56 @@ def test_checkpoint_round_trip_with_the_head(tmp_path):
         a, b = detector(x), loaded.detector(x)
     assert torch.equal(a.anomaly_map, b.anomaly_map)
     assert torch.equal(a.image_score, b.image_score)
+
+
+def test_fused_map_is_the_mean_of_both_parts_in_units_of_their_scales():
+    detector = head_detector(anomaly_map=FUSED)
+    detector.set_map_scales(0.25, 0.5)
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        out = detector(x)
+        recon = detector.cae(x)
+        probability = torch.sigmoid(detector.head(x, recon))
+        error = reconstruction_map(x, recon, "ssim+gms", detector.config.scoring)
+    expected = smooth(0.5 * (probability / 0.25 + error / 0.5), sigma=1.0)
+    torch.testing.assert_close(out.anomaly_map, expected)
+    # halving one scale doubles that part's contribution, and nothing else
+    detector.set_map_scales(0.125, 0.5)
+    with torch.no_grad():
+        doubled = detector(x).anomaly_map
+    torch.testing.assert_close(doubled - out.anomaly_map, smooth(0.5 * probability / 0.25, sigma=1.0))
+
+
+def test_map_scales_belong_to_the_fused_map_and_are_positive():
+    with pytest.raises(ValueError, match="fused"):
+        head_detector().set_map_scales(1.0, 1.0)
+    with pytest.raises(ValueError, match="> 0"):
+        head_detector(anomaly_map=FUSED).set_map_scales(0.0, 1.0)
+
+
+def test_checkpoint_round_trip_keeps_the_fused_map_scales(tmp_path):
+    detector = head_detector(anomaly_map=FUSED)
+    detector.set_map_scales(0.3, 0.2)
+    calibration = Calibration(pixel_threshold=1.0, image_threshold=1.0, score_scale=0.1)
+    loaded = load_checkpoint(
+        save_checkpoint(tmp_path / "f.safetensors", detector, category="f", calibration=calibration)
+    )
+    assert loaded.detector.map_scales.tolist() == pytest.approx([0.3, 0.2])
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(detector(x).anomaly_map, loaded.detector(x).anomaly_map)
+
+
+def test_with_anomaly_map_rescores_the_same_weights():
+    detector = head_detector()
+    x = torch.rand(2, 3, 24, 24)
+    fused = with_anomaly_map(detector, FUSED)
+    error_only = with_anomaly_map(detector, "ssim+gms")
+    assert fused.config.scoring.anomaly_map == FUSED and fused.map_scales.tolist() == [1.0, 1.0]
+    assert error_only.head is None and error_only.config.head is None  # the CAE alone
+    with torch.no_grad():
+        recon = detector.cae(x)
+        torch.testing.assert_close(error_only.cae(x), recon)
+        torch.testing.assert_close(fused.head(x, recon), detector.head(x, recon))
+    with pytest.raises(ValueError, match="needs a discriminative head"):
+        with_anomaly_map(error_only, "head")
