@@ -1,19 +1,22 @@
 """Calibration: decision thresholds from held-out normal images, never from test labels.
 
 The default derives the image threshold and the pixel threshold from high quantiles of normal
-validation image scores and pixel values. The F1-optimal alternative looks at a labelled test set
+validation image scores and pixel values; a fused map (``head+ssim+gms``) first gets the scales of
+its two parts from the same images. The F1-optimal alternative looks at a labelled test set
 and is therefore optimistic; it exists for comparisons, runs only behind ``--f1-optimal``, and is
 recorded as such in the checkpoint.
 """
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from models.calibration import Calibration, from_normal_scores
+from models.calibration import Calibration, from_normal_scores, pixel_quantile_of
 from models.detector import AnomalyDetector
 from models.preprocess import to_image_size
+from models.scoring import smooth
 from training.inference import score_images
 from training.metrics import f1_max
 
@@ -25,9 +28,40 @@ def calibrate_on_normals(
     image_quantile: float,
     pixel_quantile: float,
 ) -> Calibration:
-    """Thresholds from (M, C, S, S) normal validation images."""
+    """Thresholds from (M, C, S, S) normal validation images. A fused map first gets its parts'
+    scales from the same images, at the same pixel quantile as the pixel threshold."""
+    details = {}
+    if detector.fused:
+        head_scale, error_scale = fused_map_scales(detector, val, device, pixel_quantile)
+        detector.set_map_scales(head_scale, error_scale)
+        details = {"map_scales": {"head": head_scale, "ssim+gms": error_scale, "quantile": pixel_quantile}}
     scores, maps, _ = score_images(detector, val, device)
-    return from_normal_scores(scores, maps, image_quantile, pixel_quantile)
+    calibration = from_normal_scores(scores, maps, image_quantile, pixel_quantile)
+    return replace(calibration, details={**calibration.details, **details})
+
+
+# A head that is certain of every normal pixel has a high quantile near 0; dividing by it would turn
+# its faintest doubt into a huge value, so the scale never goes below this probability.
+MIN_HEAD_SCALE = 1e-3
+
+
+@torch.no_grad()
+def fused_map_scales(
+    detector: AnomalyDetector, val: torch.Tensor, device: torch.device, quantile: float, batch_size: int = 32
+) -> tuple[float, float]:
+    """The ``quantile`` of the smoothed head probability and of the smoothed SSIM+MSGMS map over
+    the pixels of (M, C, S, S) normal images: the units the fused map divides its parts by."""
+    detector.eval().to(device)
+    sigma = detector.config.scoring.smoothing_sigma
+    heads, errors = [], []
+    for start in range(0, val.shape[0], batch_size):
+        x = val[start : start + batch_size].to(device)
+        probability, error = detector.fused_parts(x, detector.cae(x))
+        heads.append(smooth(probability, sigma).cpu())
+        errors.append(smooth(error, sigma).cpu())
+    head_scale = max(pixel_quantile_of(torch.cat(heads), quantile), MIN_HEAD_SCALE)
+    error_scale = max(pixel_quantile_of(torch.cat(errors), quantile), 1e-12)
+    return head_scale, error_scale
 
 
 def calibrate_f1_optimal(

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from models.calibration import from_normal_scores
-from models.scoring import defect_mask
-from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
+from models.scoring import defect_mask, smooth
+from tests.models.test_head import FUSED, head_detector
+from training.calibrate import MIN_HEAD_SCALE, calibrate_f1_optimal, calibrate_on_normals, fused_map_scales
 from training.inference import score_images
 
 CPU = torch.device("cpu")
@@ -78,3 +79,37 @@ def test_f1_optimal_resizes_maps_to_the_masks():
     big = [np.kron(m, np.ones((3, 3), dtype=bool)) for m in masks]  # masks at 6×6, maps at 2×2
     cal = calibrate_f1_optimal(scores, labels, maps, big, normal_scale=1.0)
     assert 0 < cal.details["pixel_f1"] <= 1
+
+
+def test_a_fused_map_gets_its_part_scales_from_the_normal_images_first():
+    detector = head_detector(anomaly_map=FUSED)
+    torch.manual_seed(2)
+    val = torch.rand(6, 3, 24, 24)
+    with torch.no_grad():
+        recon = detector.cae(val)
+        probability, error = detector.fused_parts(val, recon)
+    sigma = detector.config.scoring.smoothing_sigma
+    expected = [
+        max(float(torch.quantile(smooth(part, sigma).double().flatten(), 0.9)), floor)
+        for part, floor in ((probability, MIN_HEAD_SCALE), (error, 1e-12))
+    ]
+    assert fused_map_scales(detector, val, CPU, 0.9) == pytest.approx(expected, rel=1e-6)
+
+    cal = calibrate_on_normals(detector, val, CPU, image_quantile=0.5, pixel_quantile=0.9)
+    assert detector.map_scales.tolist() == pytest.approx(expected, rel=1e-6)
+    assert cal.details["map_scales"] == pytest.approx(
+        {"head": expected[0], "ssim+gms": expected[1], "quantile": 0.9}
+    )
+    # the thresholds are taken on the map as scaled, so both parts at their scale read about 1
+    _, maps, _ = score_images(detector, val, CPU)
+    assert cal.pixel_threshold == pytest.approx(float(torch.quantile(maps.double().flatten(), 0.9)), rel=1e-6)
+    assert 0.5 < cal.pixel_threshold < 1.5
+
+
+def test_a_head_certain_of_every_normal_pixel_keeps_a_floor_scale():
+    detector = head_detector(anomaly_map=FUSED)
+    with torch.no_grad():
+        detector.head.out.bias.fill_(-50.0)  # sigmoid(-50): the head says "normal" everywhere
+        detector.head.out.weight.zero_()
+    head_scale, _ = fused_map_scales(detector, torch.rand(3, 3, 24, 24), CPU, 0.999)
+    assert head_scale == MIN_HEAD_SCALE
