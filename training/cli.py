@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.detector import AnomalyDetector
+from models.detector import AnomalyDetector, with_anomaly_map
+from models.scoring import ANOMALY_MAPS, HEAD_MAPS
 from training import synth
 from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
 from training.config import PRESETS, preset
@@ -78,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-quantile", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="model input side (a multiple of the CAE's total pooling)")
-    p.add_argument("--anomaly-map", choices=("l2", "ssim", "gms", "ssim+gms"), help="scoring map")
+    p.add_argument(
+        "--anomaly-map",
+        choices=ANOMALY_MAPS,
+        help=f"scoring map ({', '.join(HEAD_MAPS)} need a preset with a head)",
+    )
     p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -86,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, help="where to write (default: update --checkpoint in place)")
+    p.add_argument(
+        "--anomaly-map",
+        choices=ANOMALY_MAPS,
+        help="score the same weights with another map (a reconstruction map drops the head); "
+        "compare maps without retraining",
+    )
     p.add_argument("--image-quantile", type=float, default=0.99)
     p.add_argument("--pixel-quantile", type=float, default=0.999)
     p.add_argument(
@@ -212,6 +223,9 @@ def cmd_calibrate(args) -> int:
     # The same normal images fit held out: same fraction, same seed.
     _, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), training.get("seed", 0))
     val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode)
+    if args.anomaly_map:
+        detector = with_anomaly_map(checkpoint.detector, args.anomaly_map).to(device)
+        checkpoint = replace(checkpoint, detector=detector)
     calibration = calibrate_on_normals(
         checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile
     )
@@ -229,7 +243,8 @@ def cmd_calibrate(args) -> int:
         category=checkpoint.category,
         calibration=calibration,
         training=training,
-        evaluation=checkpoint.metadata.get("evaluation"),
+        # Metrics measured with another map no longer describe this checkpoint.
+        evaluation=None if args.anomaly_map else checkpoint.metadata.get("evaluation"),
     )
     print(json.dumps({"checkpoint": str(out), **calibration.to_dict()}))
     return 0

@@ -93,19 +93,21 @@ PRESETS: dict[str, Preset] = {
         "126² CAE + SSPCAB with its loss, BatchNorm, L2+SSIM loss, smoothed SSIM+MSGMS map",
     ),
     # The project default: the reconstruction model trained on synthetic anomalies plus a
-    # discriminative U-Net head (with SSPCAB) whose segmentation is the anomaly map; the image
+    # discriminative U-Net head (with SSPCAB); the anomaly map fuses the head's segmentation with
+    # the SSIM+MSGMS reconstruction error, each in units of its own normal high quantile (on real
+    # data the head alone misses what the error sees, and the reverse: BENCHMARKS.md §2). The image
     # score is the mean of the top 0.2 % of the map, robust to isolated pixels.
     "default": Preset(
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
             scoring=ScoringConfig(
-                anomaly_map="head", smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
+                anomaly_map="head+ssim+gms", smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
             ),
             head=HeadConfig(),
         ),
         TrainConfig(patience=20),
         "126² CAE + SSPCAB (with its loss) reconstructing synthetic anomalies, and a discriminative "
-        "U-Net head with SSPCAB whose segmentation is the anomaly map",
+        "U-Net head with SSPCAB; map: head segmentation fused with the SSIM+MSGMS error",
     ),
 }
 

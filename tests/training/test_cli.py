@@ -55,6 +55,8 @@ def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
     assert meta["category"] == CATEGORY
     assert meta["preprocessing"]["input_size"] == 24 and meta["preprocessing"]["color_mode"] == "RGB"
     assert meta["model"]["cae"]["batch_norm"] is True  # the default preset
+    assert meta["model"]["scoring"]["anomaly_map"] == "head+ssim+gms"
+    assert set(meta["calibration"]["details"]["map_scales"]) == {"head", "ssim+gms", "quantile"}
     assert meta["calibration"]["image_threshold"] == summary["image_threshold"]
     training = meta["training"]
     assert training["preset"] == "default" and training["config"]["epochs"] == 1
@@ -130,6 +132,27 @@ def test_f1_optimal_calibration_is_recorded_and_reaches_f1_max_at_its_thresholds
     assert metrics["thresholds"]["method"].startswith("f1-optimal (optimistic")
     assert metrics["image_f1_at_threshold"] == pytest.approx(metrics["image_f1_max"])
     assert metrics["pixel_f1_at_threshold"] == pytest.approx(metrics["pixel_f1_max"])
+
+
+def test_calibrate_with_another_map_rescores_the_same_weights(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    head_only, error_only = tmp_path / "head.safetensors", tmp_path / "error.safetensors"
+    for out, kind in ((head_only, "head"), (error_only, "ssim+gms")):
+        code = main(
+            _args(data, "calibrate", "--checkpoint", str(original), "--out", str(out), "--anomaly-map", kind)
+        )
+        assert code == 0
+        assert read_metadata(out)["model"]["scoring"]["anomaly_map"] == kind
+        assert read_metadata(out)["evaluation"] is None  # metrics of another map do not carry over
+    fused = load_checkpoint(original).detector
+    assert load_checkpoint(head_only).detector.head is not None
+    cae_alone = load_checkpoint(error_only).detector
+    assert cae_alone.head is None
+    for key, tensor in fused.cae.state_dict().items():
+        assert tensor.equal(cae_alone.cae.state_dict()[key])
+    capsys.readouterr()
+    code = main(_args(data, "calibrate", "--checkpoint", str(error_only), "--anomaly-map", "head"))
+    _assert_one_error_line(capsys, code, "needs a discriminative head")
 
 
 def _assert_one_error_line(capsys, code: int, *fragments: str) -> str:
