@@ -46,6 +46,9 @@ class Configuration:
     preset: str
     fit_arguments: tuple[str, ...] = ()
     description: str = ""
+    # (configuration, anomaly map): no training; that configuration's checkpoint from the same
+    # --out, recalibrated with another map (``python -m training calibrate --anomaly-map``).
+    rescore: tuple[str, str] | None = None
 
 
 CONFIGURATIONS = {
@@ -59,6 +62,19 @@ CONFIGURATIONS = {
         "starting+sspcab", "starting", ("--sspcab-loss-weight", "0.1"), "starting + SSPCAB loss (λ = 0.1)"
     ),
     "default": Configuration("default", "default", (), "preset default"),
+    # The default's own weights with one map part alone: what the fusion adds.
+    "default-head-map": Configuration(
+        "default-head-map",
+        "default",
+        description="the default's weights, the head's map alone",
+        rescore=("default", "head"),
+    ),
+    "default-error-map": Configuration(
+        "default-error-map",
+        "default",
+        description="the default's weights, the SSIM+MSGMS reconstruction error alone (CAE only)",
+        rescore=("default", "ssim+gms"),
+    ),
     # Ablations of the default, one part removed each.
     "default-no-head": Configuration(
         "default-no-head",
@@ -76,7 +92,7 @@ CONFIGURATIONS = {
         "default with SSPCAB, without its loss",
     ),
 }
-DEFAULT_CONFIGS = ("starting", "starting+sspcab", "default")
+DEFAULT_CONFIGS = ("starting", "starting+sspcab", "default", "default-head-map", "default-error-map")
 HEADLINE = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 OPERATIONAL = (
     "image_precision",
@@ -140,18 +156,10 @@ def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: 
     return round(statistics.median(times), 3)
 
 
-def train_and_evaluate(args: argparse.Namespace, category: str, config: Configuration) -> dict:
-    work = args.out / category / config.name
-    work.mkdir(parents=True, exist_ok=True)
-    checkpoint = work / f"{category}.safetensors"
-    log = work / "log.txt"
-    data = ["--data-root", str(args.data_root), "--category", category, "--device", args.device]
-    record: dict[str, Any] = {
-        "category": category,
-        "config": config.name,
-        "description": config.description,
-        "log": str(log),
-    }
+def train(
+    args: argparse.Namespace, config: Configuration, data: list[str], checkpoint: Path, log: Path
+) -> tuple[int, float]:
+    """``fit`` with the shared budget; returns (exit code, wall seconds)."""
     fit = [
         "fit",
         *data,
@@ -164,12 +172,60 @@ def train_and_evaluate(args: argparse.Namespace, category: str, config: Configur
         "--no-progress",
     ]
     budget = ["--epochs", str(args.epochs)] if args.epochs else ["--max-steps", str(args.max_steps)]
-    fit += [*budget, *config.fit_arguments]
-    code, out, wall = run_cli(fit, log)
+    code, _, wall = run_cli([*fit, *budget, *config.fit_arguments], log)
+    return code, wall
+
+
+def rescore(
+    args: argparse.Namespace,
+    category: str,
+    config: Configuration,
+    data: list[str],
+    checkpoint: Path,
+    log: Path,
+) -> tuple[int, float]:
+    """The base configuration's checkpoint recalibrated with another map; (exit code, wall seconds)."""
+    assert config.rescore is not None
+    base, kind = config.rescore
+    source = args.out / category / base / f"{category}.safetensors"
+    if not source.is_file():
+        with open(log, "a") as err:
+            err.write(f"error: needs {source}: run --configs {base} {config.name} with the same --out\n")
+        return 2, 0.0
+    arguments = [
+        "calibrate",
+        *data,
+        "--checkpoint",
+        str(source),
+        "--out",
+        str(checkpoint),
+        "--anomaly-map",
+        kind,
+    ]
+    code, _, wall = run_cli(arguments, log)
+    return code, wall
+
+
+def train_and_evaluate(args: argparse.Namespace, category: str, config: Configuration) -> dict:
+    work = args.out / category / config.name
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = work / f"{category}.safetensors"
+    log = work / "log.txt"
+    data = ["--data-root", str(args.data_root), "--category", category, "--device", args.device]
+    record: dict[str, Any] = {
+        "category": category,
+        "config": config.name,
+        "description": config.description,
+        "log": str(log),
+    }
+    if config.rescore:
+        code, wall = rescore(args, category, config, data, checkpoint, log)
+    else:
+        code, wall = train(args, config, data, checkpoint, log)
     record["fit_wall_s"] = round(wall, 1)
     if code != 0:
-        return {**record, "error": f"fit exited with {code}: {last_error(log)}"}
-    record["fit"] = last_json_line(out)
+        step = "calibrate" if config.rescore else "fit"
+        return {**record, "error": f"{step} exited with {code}: {last_error(log)}"}
     training = read_metadata(checkpoint).get("training", {})
     record["training_duration_s"] = training.get("duration_s")
     record["epochs_run"] = training.get("epochs_run")
