@@ -458,11 +458,13 @@ async def test_a_client_that_disconnects_is_dropped_before_compute(served):
     assert batcher.stats.category(RGB_CATEGORY).images == 1
 
 
-async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path):
+@pytest.mark.parametrize("anomaly_map", ["head", "head+ssim+gms"])
+async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path, anomaly_map):
     calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1)
-    path = save_checkpoint(
-        tmp_path / "gear.safetensors", head_detector(), category="gear", calibration=calibration
-    )
+    detector = head_detector(anomaly_map=anomaly_map)
+    if detector.fused:
+        detector.set_map_scales(0.2, 0.05)  # as calibration leaves them: loaded with the weights
+    path = save_checkpoint(tmp_path / "gear.safetensors", detector, category="gear", calibration=calibration)
     blob = png_bytes(40, 30, seed=7)
     alone = run_batch(load_checkpoint(path), [decode_image(blob, "RGB", 10**6)], [None], torch.device("cpu"))[
         0
@@ -473,8 +475,11 @@ async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path):
         )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"]["anomaly_map"] == "head"
+    assert body["model"]["anomaly_map"] == anomaly_map
     (result,) = body["results"]
     assert result["score"] == pytest.approx(alone.score, rel=1e-5)
-    assert 0 <= result["score"] <= 1  # a pooled probability of the head's segmentation
+    if anomaly_map == "head":
+        assert 0 <= result["score"] <= 1  # a pooled probability of the head's segmentation
+    else:  # in units of the parts' normal scales, which travelled in the checkpoint
+        assert result["score"] > 1
     assert png_of(result["anomaly_map_png"]).size == (30, 40)
