@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
+    p.add_argument(
+        "--lr-schedule", choices=("constant", "cosine"), help="learning rate over the planned steps"
+    )
     p.add_argument("--ssim-loss-weight", type=float)
     p.add_argument("--sspcab-loss-weight", type=float, help="λ of the SSPCAB self-supervised loss")
     p.add_argument(
@@ -126,6 +129,7 @@ def cmd_fit(args) -> int:
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
         ssim_loss_weight=args.ssim_loss_weight,
         sspcab_loss_weight=args.sspcab_loss_weight,
         augment=args.augment,

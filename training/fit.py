@@ -175,10 +175,13 @@ def fit(
     # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
     anomalies = synthesize_batch(val, np.random.default_rng([config.seed, 1]), 1.0) if detector.head else None
     optimizer = torch.optim.Adam(detector.parameters(), lr=config.learning_rate)
+    epochs = config.epochs_for(train.shape[0])
+    scheduler = learning_rate_schedule(
+        optimizer, config, epochs * math.ceil(train.shape[0] / config.batch_size)
+    )
     result = FitResult(detector)
     best_loss, best_state, collapsed_epochs = math.inf, None, 0
     started = time.perf_counter()
-    epochs = config.epochs_for(train.shape[0])
     bar = _progress(epochs, progress)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -191,6 +194,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total += float(loss.detach()) * x.shape[0]
         val_loss, val_mse, mean_mse, diversity, seg_loss = validate(
             detector, val, mean_image, config, anomalies
@@ -244,6 +248,18 @@ def fit(
     detector.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step multiplier of the learning rate: 1 throughout, or a cosine from 1 to 0 over
+    ``total_steps`` (the planned steps; early stopping may end sooner)."""
+    if config.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
 
 
 def _collapsed(record: EpochRecord, config: TrainConfig) -> bool:

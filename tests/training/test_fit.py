@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import astuple
+from itertools import pairwise
 
 import pytest
 import torch
@@ -66,10 +67,11 @@ def test_best_epoch_weights_are_restored_when_a_later_epoch_is_worse(data, monke
         _, *rest = real_validate(*args)
         return next(scripted), *rest
 
+    # a constant rate (the default, said explicitly): cosines over 3 and over 2 epochs would differ
     monkeypatch.setattr(fit_module, "validate", scripted_validate)
-    three = fit(_detector(), train, val, _config(epochs=3), CPU, progress=False)
+    three = fit(_detector(), train, val, _config(epochs=3, lr_schedule="constant"), CPU, progress=False)
     monkeypatch.setattr(fit_module, "validate", real_validate)
-    two = fit(_detector(), train, val, _config(epochs=2), CPU, progress=False)
+    two = fit(_detector(), train, val, _config(epochs=2, lr_schedule="constant"), CPU, progress=False)
     assert three.best_epoch == 2
     for (name, a), (_, b) in zip(
         three.detector.state_dict().items(), two.detector.state_dict().items(), strict=True
@@ -202,3 +204,28 @@ def test_budget_in_steps_sets_the_epochs_unless_epochs_are_given():
     assert TrainConfig(max_steps=100, epochs=3).epochs_for(1000) == 3
     with pytest.raises(ValueError, match="--epochs"):
         TrainConfig(epochs=0)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_planned_steps():
+    from training.fit import learning_rate_schedule
+
+    rates = {}
+    for schedule in ("constant", "cosine"):
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = learning_rate_schedule(optimizer, _config(lr_schedule=schedule), total_steps=10)
+        seen = []
+        for _ in range(12):  # past the plan, it stays at the end value
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        rates[schedule] = seen
+    assert rates["constant"] == [1e-3] * 12
+    cosine = rates["cosine"]
+    assert cosine[0] == pytest.approx(1e-3) and cosine[5] == pytest.approx(0.5e-3)
+    assert all(a > b for a, b in pairwise(cosine[:11]))
+    assert cosine[10] == cosine[11] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(ValueError, match="--lr-schedule"):
+        _config(lr_schedule="step")
