@@ -12,7 +12,10 @@ evaluate --report-dir``, and records:
 
 Configurations: ``starting`` (preset starting: 126², RGB squared-error map, SSPCAB block without its
 loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``default`` (preset default),
-or any other preset name of ``training.config.PRESETS``. Results go to ``--out`` as quality.md and
+``default-head-map`` and ``default-error-map`` (the default's own weights recalibrated with one part
+of its fused map alone: no training, they need ``default`` in the same ``--out``), the ablations
+``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
+``training.config.PRESETS``. Results go to ``--out`` as quality.md and
 quality.json, rewritten after every run so a long run's partial results survive.
 
     python -m benchmarks.quality --data-root ../shared/data --categories tire magnetic_tile
