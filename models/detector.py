@@ -13,7 +13,15 @@ from torch import nn
 
 from models.cae import CAE, CAEConfig
 from models.head import DiscriminativeHead, HeadConfig
-from models.scoring import HEAD_MAPS, ScoringConfig, anomaly_map, image_score, reconstruction_map, smooth
+from models.scoring import (
+    FUSED_MAP,
+    HEAD_MAPS,
+    ScoringConfig,
+    anomaly_map,
+    image_score,
+    reconstruction_map,
+    smooth,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ class AnomalyDetector(nn.Module):
         self.config = config
         self.cae = CAE(config.cae)
         self.head = DiscriminativeHead(config.head, config.channels) if config.head else None
-        self.fused = config.scoring.anomaly_map == "head+ssim+gms"
+        self.fused = config.scoring.anomaly_map == FUSED_MAP
         if self.fused:
             self.register_buffer("map_scales", torch.ones(2))
 

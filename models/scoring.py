@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-ANOMALY_MAPS = ("l2", "ssim", "gms", "ssim+gms", "head", "head+ssim+gms")
-HEAD_MAPS = ("head", "head+ssim+gms")  # the maps that need a discriminative head
 RECONSTRUCTION_MAPS = ("l2", "ssim", "gms", "ssim+gms")
+FUSED_MAP = "head+ssim+gms"
+HEAD_MAPS = ("head", FUSED_MAP)  # the maps that need a discriminative head
+ANOMALY_MAPS = (*RECONSTRUCTION_MAPS, *HEAD_MAPS)
 SCORE_REDUCTIONS = ("max", "topk")
 
 

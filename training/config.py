@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from models.cae import CAEConfig
 from models.detector import DetectorConfig
 from models.head import HeadConfig
-from models.scoring import ScoringConfig
+from models.scoring import FUSED_MAP, ScoringConfig
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
 LR_SCHEDULES = ("constant", "cosine")
@@ -108,7 +108,7 @@ PRESETS: dict[str, Preset] = {
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
             scoring=ScoringConfig(
-                anomaly_map="head+ssim+gms", smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
+                anomaly_map=FUSED_MAP, smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
             ),
             head=HeadConfig(),
         ),
