@@ -19,7 +19,7 @@ from models.detector import AnomalyDetector, with_anomaly_map
 from models.scoring import ANOMALY_MAPS, HEAD_MAPS
 from training import synth
 from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
-from training.config import PRESETS, preset
+from training.config import LR_SCHEDULES, PRESETS, preset
 from training.data import (
     DataError,
     detect_color_mode,
@@ -65,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
-    p.add_argument(
-        "--lr-schedule", choices=("constant", "cosine"), help="learning rate over the planned steps"
-    )
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="learning rate over the planned steps")
     p.add_argument("--ssim-loss-weight", type=float)
     p.add_argument("--sspcab-loss-weight", type=float, help="λ of the SSPCAB self-supervised loss")
     p.add_argument(
