@@ -13,6 +13,11 @@ loops on ``collect``, the pure function that decides from the queue state what r
 - images whose client has gone (future cancelled) and images that waited ``timeout_s`` are dropped
   before compute.
 
+A request is answered entirely by the model it was admitted with: its images carry that checkpoint,
+so a hot reload that swaps the category's model while they wait changes neither the model that
+scores them nor the version, thresholds and colour mode their answer was built for; the new model
+takes the images admitted after the swap.
+
 Results travel back through ``concurrent.futures.Future`` objects, which are thread-safe and cancel
 atomically: an image is computed only if ``set_running_or_notify_cancel()`` succeeds. A request
 awaits its futures with ``gather_results``. The design follows LitServe's batching loop
@@ -38,6 +43,7 @@ from app.errors import ClientDisconnected, InferenceFailed, InferenceTimeout, Qu
 from app.inference import ImageInference, run_in_halves, warm_up
 from app.registry import ModelRegistry
 from app.stats import BatchStats
+from models.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,7 @@ class WorkItem:
         image: (H, W, C) uint8.
         pixel_threshold: the request's override of the calibrated pixel threshold, or None.
         enqueued_at: ``time.monotonic()`` when it joined the queue.
+        checkpoint: the model the request was admitted with; None: the category's model at compute time.
         future: receives its ImageInference or an InspectError.
     """
 
@@ -58,6 +65,7 @@ class WorkItem:
     image: np.ndarray
     pixel_threshold: float | None
     enqueued_at: float
+    checkpoint: Checkpoint | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -227,11 +235,19 @@ class Batcher:
             return sum(len(queue) for queue in self._queues.values())
 
     def submit(
-        self, category: str, images: Sequence[np.ndarray], pixel_threshold: float | None = None
+        self,
+        category: str,
+        images: Sequence[np.ndarray],
+        pixel_threshold: float | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> list[Future]:
-        """Queue every image of a request (all or none); returns one future per image, in order."""
+        """Queue every image of a request (all or none); returns one future per image, in order.
+
+        ``checkpoint`` pins the model that scores them (the one the request was decoded and will be
+        answered for); None takes the category's model when the batch runs.
+        """
         now = time.monotonic()
-        items = [WorkItem(category, image, pixel_threshold, now) for image in images]
+        items = [WorkItem(category, image, pixel_threshold, now, checkpoint) for image in images]
         with self._condition:
             if self._stopping:
                 raise ServiceStopping("the service is shutting down; retry on another instance")
@@ -303,7 +319,16 @@ class Batcher:
         if not live:
             return
         entry = self.registry.get(category)
-        checkpoint = entry.checkpoint if entry is not None else None
+        current = entry.checkpoint if entry is not None else None
+        # Only across a reload do one category's images hold different models: one pass per model.
+        groups: dict[int, tuple[Checkpoint | None, list[WorkItem]]] = {}
+        for item in live:
+            checkpoint = item.checkpoint or current
+            groups.setdefault(id(checkpoint), (checkpoint, []))[1].append(item)
+        for checkpoint, items in groups.values():
+            self._run_on(category, checkpoint, items)
+
+    def _run_on(self, category: str, checkpoint: Checkpoint | None, live: Sequence[WorkItem]) -> None:
         started = time.monotonic()
         try:
             if checkpoint is None:

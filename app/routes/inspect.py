@@ -188,7 +188,7 @@ async def inspect_images(
             )
         pool = services.codec_pool
         images = await decode_all(uploads, checkpoint.color_mode, settings.max_image_pixels, pool)
-        futures = services.batcher.submit(category, images, threshold)
+        futures = services.batcher.submit(category, images, threshold, checkpoint)
     inferences = await gather_results(futures, settings.request_timeout_s, wait_for_disconnect(request))
     note_inspection(request, inferences)
     if png_answer:

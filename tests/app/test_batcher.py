@@ -1,6 +1,7 @@
 """Dynamic batcher: the pure collect step, then the worker thread and the async wait for results."""
 
 import asyncio
+import copy
 import threading
 import time
 from concurrent.futures import Future
@@ -155,6 +156,23 @@ def test_images_submitted_together_share_one_forward_pass(make_batcher):
     stats = batcher.stats.category(RGB_CATEGORY)
     assert (stats.batches, stats.images) == (1, 4)
     assert batcher.stats.batches_run == 1 and batcher.stats.images_run == 4
+
+
+def test_images_pinned_to_a_swapped_out_model_are_scored_by_it(make_batcher):
+    batcher = make_batcher(BatchPolicy(max_batch_size=8, max_wait_s=0.2, timeout_s=5.0))
+    old = spy(batcher, RGB_CATEGORY)
+    admitted_with = batcher.registry.get(RGB_CATEGORY).checkpoint
+    swapped_in = copy.copy(admitted_with)  # what a reload puts in the registry
+    swapped_in.detector = new = SpyDetector(old.inner)
+    batcher.registry.get(RGB_CATEGORY).checkpoint = swapped_in
+    with batcher.incoming():  # both requests are queued before the batch runs
+        pinned = batcher.submit(
+            RGB_CATEGORY, [random_image(), random_image(seed=1)], checkpoint=admitted_with
+        )
+        current = batcher.submit(RGB_CATEGORY, [random_image(seed=2)])
+    assert all(isinstance(f.result(timeout=5), ImageInference) for f in pinned + current)
+    assert old.batch_sizes == [2] and new.batch_sizes == [1]  # one pass per model
+    assert batcher.stats.category(RGB_CATEGORY).images == 3
 
 
 def test_a_full_queue_refuses_the_whole_request(make_batcher):

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.app.conftest import RGB_CATEGORY, entered, make_settings, png_bytes, serve, spy_on
+from tests.app.conftest import RGB_CATEGORY, entered, make_settings, png_bytes, serve, spy_on, wait_until
 from tests.conftest import write_tiny_checkpoint
 
 pytestmark = pytest.mark.anyio
@@ -85,6 +85,28 @@ async def test_the_swap_waits_for_no_batch_and_the_running_batch_keeps_its_model
     assert (await in_flight).status_code == 200
     await version_used(client)
     assert old.batch_sizes == [1]  # the held batch ran on the old model, the next one did not
+
+
+async def test_a_request_queued_before_the_swap_is_answered_by_the_model_it_was_admitted_with(
+    admin_served, weights_dir
+):
+    application, client = admin_served
+    old_version = await version_used(client)
+    gate = threading.Event()
+    old = spy_on(application, RGB_CATEGORY, gate=gate)
+    post = f"/inspect/{RGB_CATEGORY}?include="
+    running = asyncio.ensure_future(client.post(post, content=png_bytes(), headers=PNG))
+    await entered(old)
+    queued = asyncio.ensure_future(client.post(post, content=png_bytes(seed=1), headers=PNG))
+    await wait_until(lambda: application.state.services.batcher.waiting == 1)
+    write_tiny_checkpoint(weights_dir / f"{RGB_CATEGORY}.safetensors", RGB_CATEGORY, seed=9)
+    assert (await client.post("/admin/reload", headers=ADMIN)).json()["loaded"] == [RGB_CATEGORY]
+    gate.set()
+    answers = [(await running).json(), (await queued).json()]
+    # Scored by the old model, and named after it, with its thresholds: one model per answer.
+    assert old.batch_sizes == [1, 1]
+    assert [a["model"]["version"] for a in answers] == [old_version, old_version]
+    assert await version_used(client) != old_version and old.batch_sizes == [1, 1]
 
 
 async def test_reload_before_the_first_load_ends_is_409(weights_dir, held_loading):
