@@ -341,11 +341,18 @@ class Batcher:
             )
         except Exception as err:
             logger.exception("inference of a batch of %d %r images failed", len(live), category)
+            self.stats.add(category, failed=len(live))
             for item in live:
                 item.future.set_exception(InferenceFailed(f"inference failed ({type(err).__name__})"))
             return
-        waits = [started - item.enqueued_at for item in live]
-        self.stats.batch_done(category, waits, time.monotonic() - started)
+        computed = [
+            item for item, result in zip(live, results, strict=True) if not isinstance(result, BaseException)
+        ]
+        if len(computed) < len(live):
+            self.stats.add(category, failed=len(live) - len(computed))
+        if computed:
+            waits = [started - item.enqueued_at for item in computed]
+            self.stats.batch_done(category, waits, time.monotonic() - started)
         for item, result in zip(live, results, strict=True):
             if isinstance(result, BaseException):  # out of device memory even alone
                 item.future.set_exception(

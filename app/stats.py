@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 class CategoryStats:
     batches: int = 0  # forward passes run
     images: int = 0  # images those passes computed
+    failed: int = 0  # reached the model and got no result: an error, or too large for the device alone
     cancelled: int = 0  # dropped before compute: the client had gone
     expired: int = 0  # dropped before compute: waited past the request timeout
     rejected: int = 0  # refused at the door: the queue was full

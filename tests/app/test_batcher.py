@@ -13,7 +13,7 @@ from app.batcher import Batcher, BatchPolicy, Collection, WorkItem, collect, gat
 from app.errors import ClientDisconnected, InferenceFailed, InferenceTimeout, QueueFull, ServiceStopping
 from app.inference import ImageInference
 from app.registry import ModelRegistry
-from tests.app.conftest import GREY_CATEGORY, RGB_CATEGORY, SpyDetector, random_image
+from tests.app.conftest import GREY_CATEGORY, RGB_CATEGORY, RunsOutOfMemory, SpyDetector, random_image
 
 POLICY = BatchPolicy(max_batch_size=3, max_wait_s=0.010, timeout_s=1.0)
 
@@ -228,6 +228,19 @@ def test_a_failing_batch_fails_its_images_and_the_worker_goes_on(make_batcher):
         failed.result(timeout=5)
     (fine,) = batcher.submit(GREY_CATEGORY, [random_image(channels=1)])
     assert fine.result(timeout=5).score >= 0
+    stats = batcher.stats.category(RGB_CATEGORY)
+    assert (stats.failed, stats.batches, stats.images) == (1, 0, 0)
+
+
+def test_an_image_too_large_for_the_device_alone_counts_as_failed_not_computed(make_batcher):
+    batcher = make_batcher(BatchPolicy(max_batch_size=8, max_wait_s=0.2, timeout_s=5.0))
+    checkpoint = batcher.registry.get(RGB_CATEGORY).checkpoint
+    checkpoint.detector = RunsOutOfMemory(checkpoint.detector, fits=0)
+    (failed,) = batcher.submit(RGB_CATEGORY, [random_image()])
+    with pytest.raises(InferenceFailed, match="does not fit in device memory even alone"):
+        failed.result(timeout=5)
+    stats = batcher.stats.category(RGB_CATEGORY)
+    assert (stats.failed, stats.batches, stats.images) == (1, 0, 0)
 
 
 def test_stop_fails_waiting_images_and_refuses_new_ones(make_batcher):

@@ -11,7 +11,8 @@ def test_counts_add_up_per_category_and_in_total():
     assert stats.category("a") == CategoryStats(batches=2, images=6, cancelled=1)
     assert stats.category("never") == CategoryStats()
     assert (stats.batches_run, stats.images_run) == (3, 7)
-    assert stats.snapshot()["b"] == {"batches": 1, "images": 1, "cancelled": 0, "expired": 0, "rejected": 3}
+    snapshot = {"batches": 1, "images": 1, "failed": 0, "cancelled": 0, "expired": 0, "rejected": 3}
+    assert stats.snapshot()["b"] == snapshot
 
 
 def test_a_read_is_a_copy():
