@@ -65,6 +65,14 @@ class InvalidInput(InspectError):
     reason = "bad_image"
 
 
+class UploadTimeout(InspectError):
+    """The body did not arrive within INSPECT_UPLOAD_TIMEOUT_S: a stalled or trickling client must not
+    hold its admission place (``app.admission``) for as long as it likes."""
+
+    status_code = 408
+    reason = "upload_timeout"
+
+
 class PayloadTooLarge(InspectError):
     """Too many bytes, too many pixels or too many images."""
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, description="longest wait for an image's inference; beyond: 504"
     )
     max_upload_mb: float = Field(20.0, gt=0, description="largest request body, in MiB; beyond: 413")
+    upload_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="longest time to receive a request's body; beyond: 408"
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image (width × height); beyond: 413")
     max_pixels_in_flight: int = Field(
         160_000_000,

@@ -6,9 +6,12 @@ by chunk from ``request.stream()`` and the request fails with 413 as soon as it 
 ``INSPECT_MAX_UPLOAD_MB``: a too-large Content-Length is refused before reading anything, and a
 chunked upload, which declares no length, is cut off at the limit. Multipart bodies are parsed
 incrementally with python-multipart over that same limited stream, and the part after the last
-allowed image fails the request at once.
+allowed image fails the request at once. The whole body must arrive within a deadline
+(``INSPECT_UPLOAD_TIMEOUT_S``, 408 after it): uvicorn has no body-read timeout of its own, and a
+request holds an admission place while it uploads.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,7 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from app.decode import MEDIA_TYPES
-from app.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -53,38 +56,65 @@ def too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+class _Progress:
+    """Bytes received so far, for the error that ends the upload."""
+
+    received = 0
+
+
+async def limited_stream(
+    request: Request, limit: int, progress: _Progress | None = None
+) -> AsyncIterator[bytes]:
     """The body's chunks; PayloadTooLarge once more than ``limit`` bytes are declared or received,
     ClientDisconnected (499, not logged as an error) when the client leaves mid-upload."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    received = 0
+    progress = progress or _Progress()
     try:
         async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
+            progress.received += len(chunk)
+            if progress.received > limit:
                 raise too_large(limit)
             yield chunk
     except ClientDisconnect:
-        raise ClientDisconnected(f"the client disconnected after {received} bytes of the upload") from None
+        raise ClientDisconnected(
+            f"the client disconnected after {progress.received} bytes of the upload"
+        ) from None
 
 
-async def read_uploads(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
-    """Every image in the request, in order.
+async def read_uploads(
+    request: Request, max_bytes: int, max_images: int, timeout_s: float | None = None
+) -> list[Upload]:
+    """Every image in the request, in order, read within ``timeout_s`` (None: no deadline).
 
     Raises:
         UnsupportedMediaType: neither multipart nor an accepted image type (415).
         PayloadTooLarge: body over ``max_bytes`` or more than ``max_images`` images (413).
         InvalidInput: empty body, malformed multipart, or no part named ``file`` (422).
+        UploadTimeout: the body was not all received within ``timeout_s`` (408; the connection
+            closes, as after a 413).
     """
+    progress = _Progress()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(request, max_bytes, max_images, progress)
+    except TimeoutError:
+        raise UploadTimeout(
+            f"the upload did not finish within {timeout_s:g} s ({progress.received} bytes received)",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read(request: Request, max_bytes: int, max_images: int, progress: _Progress) -> list[Upload]:
     content_type = request.headers.get("content-type", "")
     raw_type, options = parse_options_header(content_type)
     media_type = raw_type.decode("latin-1").lower()
     if media_type == "multipart/form-data":
-        return await read_multipart(limited_stream(request, max_bytes), options.get(b"boundary"), max_images)
+        chunks = limited_stream(request, max_bytes, progress)
+        return await read_multipart(chunks, options.get(b"boundary"), max_images)
     if media_type in MEDIA_TYPES:
-        data = b"".join([chunk async for chunk in limited_stream(request, max_bytes)])
+        data = b"".join([chunk async for chunk in limited_stream(request, max_bytes, progress)])
         if not data:
             raise InvalidInput(f"the request body is empty: send the image as {media_type}")
         return [Upload(data, None, 0)]

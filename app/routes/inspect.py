@@ -145,7 +145,7 @@ async def decode_all(uploads: Sequence[Upload], color_mode: str, max_pixels: int
 @router.post(
     "/inspect/{category}",
     response_model=InspectionResponse,
-    responses={200: PNG_ANSWER, **error_responses(404, 406, 413, 415, 422, 500, 503, 504)},
+    responses={200: PNG_ANSWER, **error_responses(404, 406, 408, 413, 415, 422, 500, 503, 504)},
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def inspect_images(
@@ -179,7 +179,9 @@ async def inspect_images(
     outputs = parse_include(include)
     png_answer = wants_png(request.headers.get("accept"))  # OpenAPI: the 200 answer's image/png
     with services.batcher.incoming():  # a partial batch waits for these images, not for nothing
-        uploads = await read_uploads(request, settings.max_upload_bytes, settings.max_images_per_request)
+        uploads = await read_uploads(
+            request, settings.max_upload_bytes, settings.max_images_per_request, settings.upload_timeout_s
+        )
         note_images(request, len(uploads))
         reserve_pixels(request, services.batcher.admission, uploads)  # 413 or 503 before any decoding
         if png_answer and len(uploads) != 1:

@@ -38,6 +38,10 @@ ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "`Accept: image/png` asks for one overlay, but the request holds several images.",
         {"detail": "an image/png answer holds one image; this request has 3: accept application/json"},
     ),
+    408: (
+        "The request body did not arrive within INSPECT_UPLOAD_TIMEOUT_S; the connection is closed.",
+        {"detail": "the upload did not finish within 30 s (12000 bytes received)"},
+    ),
     409: (
         "Cannot run now: another reload is running, or the first load has not finished.",
         {"detail": "a reload is already running; retry when it has finished"},

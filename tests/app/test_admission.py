@@ -114,3 +114,21 @@ async def test_the_pixels_of_a_request_are_admitted_before_decoding_and_given_ba
 
 def files(*blobs: bytes) -> list:
     return [("file", (f"img{i}.png", blob, "image/png")) for i, blob in enumerate(blobs)]
+
+
+@pytest.mark.anyio
+async def test_a_stalled_upload_gets_408_and_gives_its_place_back(weights_dir):
+    async with serve(make_settings(weights_dir, max_in_flight=1, upload_timeout_s=0.3)) as (app, client):
+        admission = app.state.services.batcher.admission
+
+        async def trickle():
+            yield png_bytes()[:20]
+            await asyncio.sleep(5)  # a client that stops sending
+            yield b""
+
+        stalled = await client.post(URL, content=trickle(), headers=PNG)
+        assert stalled.status_code == 408
+        assert stalled.json() == {"detail": "the upload did not finish within 0.3 s (20 bytes received)"}
+        assert stalled.headers["connection"] == "close"
+        assert admission.in_flight == 0  # its place is free again
+        assert (await client.post(URL, content=png_bytes(), headers=PNG)).status_code == 200

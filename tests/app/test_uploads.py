@@ -1,10 +1,12 @@
 """Reading request bodies: the byte limit holds while streaming, multipart parsed incrementally."""
 
+import asyncio
+
 import httpx
 import pytest
 from starlette.requests import Request
 
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, UploadTimeout
 from app.uploads import Upload, read_uploads
 
 pytestmark = pytest.mark.anyio
@@ -16,8 +18,10 @@ def multipart(files, data=None) -> tuple[str, bytes]:
     return request.headers["content-type"], request.read()
 
 
-def make_request(content_type: str | None, chunks: list[bytes], content_length: int | None = None):
-    """A starlette Request whose body arrives in ``chunks``; records how many were read."""
+def make_request(
+    content_type: str | None, chunks: list[bytes], content_length: int | None = None, pause_s: float = 0.0
+):
+    """A starlette Request whose body arrives in ``chunks``, ``pause_s`` apart; records how many were read."""
     headers = []
     if content_type is not None:
         headers.append((b"content-type", content_type.encode()))
@@ -27,6 +31,8 @@ def make_request(content_type: str | None, chunks: list[bytes], content_length: 
     read = []
 
     async def receive():
+        if read and pause_s:
+            await asyncio.sleep(pause_s)
         chunk = pending.pop(0) if pending else b""
         read.append(chunk)
         return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
@@ -109,3 +115,18 @@ async def test_missing_images_and_malformed_bodies_are_invalid():
         request, _ = make_request(kind, chunks)
         with pytest.raises(InvalidInput, match=message):
             await read_uploads(request, max_bytes=10_000, max_images=1)
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408_that_closes_the_connection():
+    request, read = make_request("image/png", [b"12", b"34", b"56"], pause_s=0.2)
+    with pytest.raises(UploadTimeout, match=r"did not finish within 0.3 s \(4 bytes received\)") as caught:
+        await read_uploads(request, max_bytes=100, max_images=1, timeout_s=0.3)
+    assert caught.value.status_code == 408 and caught.value.headers == {"Connection": "close"}
+    assert len(read) == 2  # the third chunk was never waited for
+
+
+async def test_a_slow_body_within_the_deadline_is_read_whole():
+    content_type, body = multipart([("file", ("a.png", b"AAA", "image/png"))])
+    request, _ = make_request(content_type, [body[:10], body[10:]], pause_s=0.05)
+    uploads = await read_uploads(request, max_bytes=10_000, max_images=1, timeout_s=5.0)
+    assert uploads == [Upload(b"AAA", "a.png", 0)]
