@@ -323,7 +323,7 @@ class Batcher:
         # Only across a reload do one category's images hold different models: one pass per model.
         groups: dict[int, tuple[Checkpoint | None, list[WorkItem]]] = {}
         for item in live:
-            checkpoint = item.checkpoint or current
+            checkpoint = item.checkpoint if item.checkpoint is not None else current
             groups.setdefault(id(checkpoint), (checkpoint, []))[1].append(item)
         for checkpoint, items in groups.values():
             self._run_on(category, checkpoint, items)
