@@ -56,10 +56,11 @@ def too_large(limit: int) -> PayloadTooLarge:
     )
 
 
+@dataclass
 class _Progress:
     """Bytes received so far, for the error that ends the upload."""
 
-    received = 0
+    received: int = 0
 
 
 async def limited_stream(
@@ -70,7 +71,8 @@ async def limited_stream(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    progress = progress or _Progress()
+    if progress is None:
+        progress = _Progress()
     try:
         async for chunk in request.stream():
             progress.received += len(chunk)
