@@ -63,16 +63,13 @@ class _Progress:
     received: int = 0
 
 
-async def limited_stream(
-    request: Request, limit: int, progress: _Progress | None = None
-) -> AsyncIterator[bytes]:
-    """The body's chunks; PayloadTooLarge once more than ``limit`` bytes are declared or received,
-    ClientDisconnected (499, not logged as an error) when the client leaves mid-upload."""
+async def limited_stream(request: Request, limit: int, progress: _Progress) -> AsyncIterator[bytes]:
+    """The body's chunks, counted in ``progress``; PayloadTooLarge once more than ``limit`` bytes are
+    declared or received, ClientDisconnected (499, not logged as an error) when the client leaves
+    mid-upload."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    if progress is None:
-        progress = _Progress()
     try:
         async for chunk in request.stream():
             progress.received += len(chunk)
