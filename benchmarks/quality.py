@@ -15,8 +15,9 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 ``default-head-map`` and ``default-error-map`` (the default's own weights recalibrated with one part
 of its fused map alone: no training, they need ``default`` in the same ``--out``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
-``training.config.PRESETS``. Results go to ``--out`` as quality.md and
-quality.json, rewritten after every run so a long run's partial results survive.
+``training.config.PRESETS``. A model that collapses to a constant output is trained on
+(``fit --on-collapse warn``) and measured; its row says at which epoch. Results go to ``--out``
+as quality.md and quality.json, rewritten after every run so a long run's partial results survive.
 
     python -m benchmarks.quality --data-root ../shared/data --categories tire magnetic_tile
     python -m benchmarks.quality --data-root /tmp/qsynth --categories demo --epochs 1   # smoke run
@@ -172,6 +173,9 @@ def train(
         str(checkpoint),
         "--seed",
         str(args.seed),
+        # A collapsed model is measured, not skipped: its row says when it collapsed.
+        "--on-collapse",
+        "warn",
         "--no-progress",
     ]
     budget = ["--epochs", str(args.epochs)] if args.epochs else ["--max-steps", str(args.max_steps)]
@@ -232,6 +236,7 @@ def train_and_evaluate(args: argparse.Namespace, category: str, config: Configur
     training = read_metadata(checkpoint).get("training", {})
     record["training_duration_s"] = training.get("duration_s")
     record["epochs_run"] = training.get("epochs_run")
+    record["collapsed_at"] = training.get("reconstruction_collapsed_at")
     report_dir = work / "report"
     code, out, wall = run_cli(
         ["evaluate", *data, "--checkpoint", str(checkpoint), "--report-dir", str(report_dir)], log
@@ -274,8 +279,13 @@ def markdown(records: list[dict], args: argparse.Namespace) -> str:
         pixel_ops = " / ".join(
             fmt(r[k], 2) for k in ("pixel_precision", "pixel_recall", "pixel_f1_at_threshold")
         )
+        name = (
+            r["config"]
+            if r.get("collapsed_at") is None
+            else f"{r['config']} (collapsed at epoch {r['collapsed_at']})"
+        )
         lines.append(
-            f"| {r['category']} | {r['config']} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} "
+            f"| {r['category']} | {name} | {fmt(r['image_auroc'])} | {fmt(r['pixel_auroc'])} | {fmt(r['aupro'])} "
             f"| {fmt(r['image_f1_max'])} | {fmt(r['pixel_f1_max'])} | {image_ops} | {pixel_ops} | {fmt(r['pixel_iou'])} "
             f"| {fmt(r['training_duration_s'], 0)} ({r['epochs_run']}) | {fmt(r['inference_ms_per_image'], 2)} |"
         )

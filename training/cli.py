@@ -19,7 +19,7 @@ from models.detector import AnomalyDetector, with_anomaly_map
 from models.scoring import ANOMALY_MAPS, HEAD_MAPS
 from training import synth
 from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
-from training.config import LR_SCHEDULES, PRESETS, preset
+from training.config import LR_SCHEDULES, ON_COLLAPSE, PRESETS, preset
 from training.data import (
     DataError,
     detect_color_mode,
@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ANOMALY_MAPS,
         help=f"scoring map ({', '.join(HEAD_MAPS)} need a preset with a head)",
     )
+    p.add_argument(
+        "--on-collapse",
+        choices=ON_COLLAPSE,
+        help="a model without a head that collapses to a constant output: stop with an error "
+        "(default) or warn and train on (to measure the collapsed model)",
+    )
     p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -136,6 +142,7 @@ def cmd_fit(args) -> int:
         image_quantile=args.image_quantile,
         pixel_quantile=args.pixel_quantile,
         seed=args.seed,
+        on_collapse=args.on_collapse,
     )
     config = chosen.detector
     train_cfg = chosen.train

@@ -9,6 +9,7 @@ from models.head import HeadConfig
 from models.scoring import FUSED_MAP, ScoringConfig
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
+ON_COLLAPSE = ("stop", "warn")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -42,6 +43,9 @@ class TrainConfig:
     collapse_patience: int = 5  # consecutive collapsed epochs that stop training
     collapse_ratio: float = 0.9  # collapsed: validation MSE >= this × the mean-image MSE ...
     collapse_diversity: float = 0.05  # ... and reconstructions vary less than this × the inputs
+    # Without a head a collapsed model is useless, so "stop" ends training with an error; "warn"
+    # trains on and records the epoch, for comparisons that need the collapsed model's metrics.
+    on_collapse: str = "stop"
     amp: bool = True  # mixed precision (bfloat16) on CUDA; ignored on CPU
 
     def __post_init__(self) -> None:
@@ -58,6 +62,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.on_collapse not in ON_COLLAPSE:
+            raise ValueError(f"--on-collapse must be one of {ON_COLLAPSE}, got {self.on_collapse!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         # Checked here, not only where they are used, so a bad value fails before training, not after.

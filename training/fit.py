@@ -7,7 +7,8 @@ the clean image from it, and the head adds a focal segmentation loss against the
 mask. The best model on held-out normal images is kept, training stops early when validation stops
 improving, and a constant-output collapse (a model that only reproduces the mean image) is detected.
 Without a head the reconstruction error is the anomaly map, so a collapse stops training with an
-explanation instead of producing a useless checkpoint. With a head it is reported and recorded, not
+explanation instead of producing a useless checkpoint (unless ``on_collapse`` is "warn", for
+comparisons that want the collapsed model's figures). With a head it is reported and recorded, not
 fatal: the head compares the image with the reconstruction, and the mean normal image is still a
 reference it can judge against (nearly uniform textures reconstruct no better than their mean), so
 its validation segmentation loss, not the reconstruction, says whether the model is useful."""
@@ -51,7 +52,7 @@ class FitResult:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-    reconstruction_collapsed_at: int | None = None  # head only: the epoch the collapse was reported
+    reconstruction_collapsed_at: int | None = None  # the epoch a collapse was reported (training went on)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -225,7 +226,7 @@ def fit(
                 f"validation MSE {val_mse:.5f} is no better than the mean image ({mean_mse:.5f}) and "
                 f"reconstructions barely vary (diversity {diversity:.3f})"
             )
-            if detector.head is None:
+            if detector.head is None and config.on_collapse == "stop":
                 bar.close()
                 raise TrainingCollapsed(
                     f"training collapsed to a constant output at epoch {epoch}: {what}; try the default "
@@ -233,9 +234,14 @@ def fit(
                 )
             if result.reconstruction_collapsed_at is None:
                 result.reconstruction_collapsed_at = epoch
+                consequence = (
+                    "the head goes on judging images against it (see its validation segmentation loss)"
+                    if detector.head is not None
+                    else "training goes on (--on-collapse warn), but its anomaly map is likely useless"
+                )
                 print(
                     f"warning: the reconstruction is no better than the mean image at epoch {epoch}: {what}; "
-                    "the head goes on judging images against it (see its validation segmentation loss)",
+                    f"{consequence}",
                     file=sys.stderr,
                 )
         if config.patience and epoch - result.best_epoch >= config.patience:

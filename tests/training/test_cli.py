@@ -78,6 +78,17 @@ def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     assert not [name for name in names if "sspcab" in name]
 
 
+def test_on_collapse_reaches_the_training_config(fitted, tmp_path):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "starting.safetensors"
+    small = ["--epochs", "1", "--input-size", "18", "--batch-size", "4", "--no-progress"]
+    code, _ = _quiet(
+        _args(data, "fit", "--out", str(checkpoint), "--preset", "starting", "--on-collapse", "warn", *small)
+    )
+    assert code == 0
+    assert read_metadata(checkpoint)["training"]["config"]["on_collapse"] == "warn"
+
+
 def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
     data, original, _ = fitted
     checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")

@@ -113,6 +113,15 @@ def test_a_model_no_better_than_the_mean_image_is_reported_as_collapsed():
         fit(_detector(), train, val, config, CPU, progress=False)
 
 
+def test_on_collapse_warn_trains_a_collapsed_model_on_and_records_the_epoch(capsys):
+    train, val = _one_texture_with_noise(8, 1), _one_texture_with_noise(4, 2)
+    config = _config(epochs=3, learning_rate=1e-9, collapse_warmup=0, collapse_patience=1, on_collapse="warn")
+    result = fit(_detector(), train, val, config, CPU, progress=False)
+    assert len(result.history) == 3  # trained on
+    assert result.reconstruction_collapsed_at == 1
+    assert "--on-collapse warn" in capsys.readouterr().err
+
+
 def test_with_a_head_a_collapsed_reconstruction_is_reported_not_fatal():
     from models.detector import DetectorConfig
     from models.head import HeadConfig
@@ -169,6 +178,7 @@ def test_resolve_device():
         ("sspcab_loss_weight", -0.1, "--sspcab-loss-weight"),
         ("patience", -1, "--patience"),
         ("augment", "rotate", "--augment"),
+        ("on_collapse", "ignore", "--on-collapse"),
         ("val_fraction", 1.0, "--val-fraction"),
         ("image_quantile", 1.5, "--image-quantile"),
         ("pixel_quantile", 0.0, "--pixel-quantile"),
