@@ -13,6 +13,11 @@ knows (a request for any other name is counted as ``unknown``), ``status`` an HT
   forward pass) and ``inspect_batch_compute_seconds{category}``: from ``BatchStats`` listeners.
 - ``inspect_queue_depth`` and ``inspect_model_state{category,state}`` (1 for the current state, 0
   for the others): read from the batcher and the registry at each scrape.
+- ``inspect_batcher_images_total{category,outcome}``: every image the batcher was given, by what
+  became of it (``BatchStats``, read at each scrape): ``computed``, ``failed`` (an error, or too
+  large for the device even alone), ``cancelled`` (its client left), ``expired`` (waited past the
+  request timeout), ``rejected`` (the queue was full). ``failed`` counts images, where
+  ``inspect_rejections_total{reason="inference_failed"}`` counts requests.
 - ``process_*``: memory, CPU and file descriptors of this process.
 """
 
@@ -20,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -34,6 +39,14 @@ UNKNOWN_CATEGORY = "unknown"
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # up to INSPECT_MAX_BATCH_SIZE's limit
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 QUEUE_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# outcome label → BatchStats field
+BATCHER_OUTCOMES = {
+    "computed": "images",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
 COMPUTE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -48,6 +61,17 @@ class ServingStateCollector(Collector):
         depth = GaugeMetricFamily("inspect_queue_depth", "Images waiting for inference, all categories.")
         depth.add_metric([], self.batcher.waiting if self.batcher is not None else 0)
         yield depth
+        outcomes = CounterMetricFamily(
+            "inspect_batcher_images",
+            "Images given to the batcher, by category and outcome (computed, failed, cancelled, "
+            "expired, rejected).",
+            labels=["category", "outcome"],
+        )
+        stats = self.batcher.stats.snapshot() if self.batcher is not None else {}
+        for category, counts in sorted(stats.items()):
+            for outcome, field in BATCHER_OUTCOMES.items():
+                outcomes.add_metric([category, outcome], counts[field])
+        yield outcomes
         states = GaugeMetricFamily(
             "inspect_model_state",
             "Load state of each category's model: 1 for its current state, 0 for the others.",

@@ -1,6 +1,7 @@
 """Counters of the batcher's work: forward passes, images, and images that never reached the model.
 
-Read by tests to prove that concurrent requests share forward passes. Each forward pass is also
+Read by tests to prove that concurrent requests share forward passes, and at each scrape by the
+Prometheus metrics (``inspect_batcher_images_total``). Each forward pass is also
 told, as a ``BatchRecord`` (size, queue waits, compute time), to the listeners registered with
 ``listen``: the Prometheus metrics (``app.metrics``) and the batch log line (``app.logs``).
 Thread-safe: the inference worker writes, the event loop reads.

@@ -1,11 +1,13 @@
 """ServiceMetrics: bounded labels, batch observations, and the state read at scrape time."""
 
+from types import SimpleNamespace
+
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.metrics import BATCH_SIZE_BUCKETS, ServiceMetrics
 from app.registry import ModelRegistry
-from app.stats import BatchRecord
+from app.stats import BatchRecord, BatchStats
 from tests.app.conftest import GREY_CATEGORY, RGB_CATEGORY
 
 
@@ -78,6 +80,27 @@ def test_model_states_and_queue_depth_are_read_at_scrape_time(weights_dir):
         assert value(metrics, "inspect_model_state", category=category, state="ready") == 1
         assert value(metrics, "inspect_model_state", category=category, state="loading") == 0
         assert value(metrics, "inspect_model_state", category=category, state="failed") == 0
+
+
+def test_batcher_image_outcomes_are_read_from_its_stats_at_scrape_time():
+    metrics = ServiceMetrics()
+    stats = BatchStats()
+    metrics.watch(None, SimpleNamespace(waiting=3, stats=stats))  # the two attributes a scrape reads
+    assert value(metrics, "inspect_batcher_images_total", category=RGB_CATEGORY, outcome="failed") is None
+    stats.batch_done(RGB_CATEGORY, queue_wait_s=(0.0, 0.0), compute_s=0.01)
+    stats.add(RGB_CATEGORY, failed=1, expired=2)
+    stats.add(GREY_CATEGORY, rejected=4)
+    assert value(metrics, "inspect_queue_depth") == 3
+    expected = {
+        (RGB_CATEGORY, "computed"): 2,
+        (RGB_CATEGORY, "failed"): 1,
+        (RGB_CATEGORY, "cancelled"): 0,
+        (RGB_CATEGORY, "expired"): 2,
+        (GREY_CATEGORY, "rejected"): 4,
+        (GREY_CATEGORY, "computed"): 0,
+    }
+    for (category, outcome), count in expected.items():
+        assert value(metrics, "inspect_batcher_images_total", category=category, outcome=outcome) == count
 
 
 def test_two_services_do_not_share_metrics():
