@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from models.checkpoint import load_checkpoint, read_metadata
-from training.config import PRESETS
+from training.config import PRESETS, TrainConfig
 from training.data import index_category, load_batch
 
 
@@ -333,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"names ({', '.join(CONFIGURATIONS)}) or preset names",
     )
     parser.add_argument(
-        "--max-steps", type=int, default=1200, help="same budget for all, in optimizer steps (the default's)"
+        "--max-steps",
+        type=int,
+        default=TrainConfig().max_steps,
+        help="same budget for all, in optimizer steps (default: the default's)",
     )
     parser.add_argument("--epochs", type=int, default=0, help="same epochs for all instead of --max-steps")
     parser.add_argument("--seed", type=int, default=0)
