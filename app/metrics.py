@@ -57,7 +57,7 @@ class ServingStateCollector(Collector):
         self.models: ModelRegistry | None = None
         self.batcher: Batcher | None = None
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily("inspect_queue_depth", "Images waiting for inference, all categories.")
         depth.add_metric([], self.batcher.waiting if self.batcher is not None else 0)
         yield depth
