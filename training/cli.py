@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-steps",
         type=int,
-        help="training budget in optimizer steps when --epochs is not given (default 2400)",
+        help="training budget in optimizer steps when --epochs is not given (default 1200)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int)

@@ -18,12 +18,11 @@ class TrainConfig:
     """How one category is trained; printed at start and saved in the checkpoint."""
 
     # The budget in optimizer steps, so that a small and a large category cost about the same;
-    # epochs (when set) overrides it. Early stopping may end either sooner. At 1200 steps the best
-    # validation loss was still falling (best epoch 26 of 27, 81 of 86); 2400 steps lifted tire's
-    # pixel AUROC 0.972 → 0.981 and AUPRO 0.895 → 0.918, and magnetic_tile's AUPRO 0.639 → 0.663
-    # (its pixel AUROC 0.584 → 0.579, within the seed spread): BENCHMARKS.md §2. About 40 minutes
-    # for a ~250-image category on 2 CPU cores; minutes on a GPU.
-    max_steps: int = 2400
+    # epochs (when set) overrides it. Early stopping may end either sooner. 2400 steps was measured
+    # (BENCHMARKS.md §2): better on tire (pixel AUROC 0.972 → 0.981, AUPRO 0.895 → 0.918), not on
+    # magnetic_tile over two seeds (pixel AUROC −0.005 and −0.020), at twice the time (about 40
+    # instead of 20 minutes for a ~250-image category on 2 CPU cores); it stays an option.
+    max_steps: int = 1200
     epochs: int | None = None
     batch_size: int = 16
     learning_rate: float = 1e-3  # Adam
