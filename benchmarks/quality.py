@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-steps",
         type=int,
         default=TrainConfig().max_steps,
-        help="same budget for all, in optimizer steps (default: the default's)",
+        help="same budget for all, in optimizer steps (default: the training default's)",
     )
     parser.add_argument("--epochs", type=int, default=0, help="same epochs for all instead of --max-steps")
     parser.add_argument("--seed", type=int, default=0)

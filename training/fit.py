@@ -241,7 +241,7 @@ def fit(
                 )
                 print(
                     f"warning: the reconstruction is no better than the mean image at epoch {epoch}: {what}; "
-                    f"{consequence}",
+                    + consequence,
                     file=sys.stderr,
                 )
         if config.patience and epoch - result.best_epoch >= config.patience:
