@@ -1,8 +1,9 @@
 """The complete anomaly detector of one category: image in, anomaly map and image score out.
 
 It joins the reconstruction model (``models.cae``), the optional discriminative head
-(``models.head``) and the scoring (``models.scoring``) into one module, so that training,
-evaluation and the service all run exactly the same computation.
+(``models.head``), the optional texture memory (``models.texture_memory``) and the scoring
+(``models.scoring``) into one module, so that training, evaluation and the service all run
+exactly the same computation.
 """
 
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +23,7 @@ from models.scoring import (
     reconstruction_map,
     smooth,
 )
+from models.texture_memory import TextureConfig, TextureMemory
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class DetectorConfig:
     cae: CAEConfig = field(default_factory=CAEConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     head: HeadConfig | None = None  # with a head, the map is the head's segmentation (or fused with it)
+    texture: TextureConfig | None = None  # fused map only: a texture memory joins the pixel map
 
     def __post_init__(self) -> None:
         uses_head = self.scoring.anomaly_map in HEAD_MAPS
@@ -39,21 +42,28 @@ class DetectorConfig:
                 f"DetectorConfig: scoring.anomaly_map {HEAD_MAPS} needs a head config and a head needs "
                 f"one of them (anomaly_map={self.scoring.anomaly_map!r}, head={'set' if self.head else 'none'})"
             )
+        if self.texture is not None and self.scoring.anomaly_map != FUSED_MAP:
+            raise ValueError(
+                f"DetectorConfig: a texture memory joins the fused map {FUSED_MAP!r} only, "
+                f"not {self.scoring.anomaly_map!r}"
+            )
 
     def to_dict(self) -> dict:
         return {
             "cae": asdict(self.cae),
             "scoring": asdict(self.scoring),
             "head": asdict(self.head) if self.head else None,
+            "texture": asdict(self.texture) if self.texture else None,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "DetectorConfig":
-        head = data.get("head")
+        head, texture = data.get("head"), data.get("texture")  # older checkpoints have neither key
         return cls(
             cae=CAEConfig(**data["cae"]),
             scoring=ScoringConfig(**data["scoring"]),
             head=HeadConfig(**head) if head else None,
+            texture=TextureConfig(**texture) if texture else None,
         )
 
     @property
@@ -78,21 +88,27 @@ class AnomalyDetector(nn.Module):
         config: architecture and scoring.
 
     With the fused map (``head+ssim+gms``) the detector holds ``map_scales``, a (2,) buffer: the
-    normal high quantiles of the smoothed head map and of the smoothed SSIM+MSGMS map. They are
-    data, not architecture: calibration sets them (``set_map_scales``) and the checkpoint carries
-    them with the weights.
+    normal high quantiles of the smoothed head map and of the smoothed SSIM+MSGMS map — (3,) with
+    a texture memory, whose distance map is the third part. They are data, not architecture:
+    calibration sets them (``set_map_scales``) and the checkpoint carries them with the weights.
+
+    With a texture memory the pixel map is the mean of the three scaled parts, and the image score
+    is taken from the mean of the first two alone: texture distance ranks the *pixels* of a defect
+    well, but every normal image has some patch unlike the memory, so its per-image maximum does not
+    rank *images* (tire image AUROC 0.54 on texture alone; BENCHMARKS.md §2).
     """
 
-    map_scales: torch.Tensor  # fused map only: (head, SSIM+MSGMS) normal high quantiles
+    map_scales: torch.Tensor  # fused map only: (head, SSIM+MSGMS[, texture]) normal high quantiles
 
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
         self.config = config
         self.cae = CAE(config.cae)
         self.head = DiscriminativeHead(config.head, config.channels) if config.head else None
+        self.texture = TextureMemory(config.texture, config.channels) if config.texture else None
         self.fused = config.scoring.anomaly_map == FUSED_MAP
         if self.fused:
-            self.register_buffer("map_scales", torch.ones(2))
+            self.register_buffer("map_scales", torch.ones(3 if self.texture is not None else 2))
 
     def fused_parts(
         self, images: torch.Tensor, reconstruction: torch.Tensor
@@ -103,16 +119,20 @@ class AnomalyDetector(nn.Module):
         error = reconstruction_map(images.float(), reconstruction.float(), "ssim+gms", self.config.scoring)
         return probability, error
 
-    def set_map_scales(self, head_scale: float, reconstruction_scale: float) -> None:
-        """Calibrate the fused map: each part is divided by its own normal high quantile."""
+    def set_map_scales(self, *scales: float) -> None:
+        """Calibrate the fused map: each part (head, SSIM+MSGMS[, texture]) is divided by its own
+        normal high quantile."""
         if not self.fused:
             raise ValueError(f"map scales belong to the fused map, not {self.config.scoring.anomaly_map!r}")
-        if not (head_scale > 0 and reconstruction_scale > 0):
-            raise ValueError(f"map scales must be > 0, got {head_scale} and {reconstruction_scale}")
-        self.map_scales.copy_(torch.tensor([head_scale, reconstruction_scale]))
+        if len(scales) != self.map_scales.numel():
+            raise ValueError(f"this fused map has {self.map_scales.numel()} parts, got {len(scales)} scales")
+        if not all(scale > 0 for scale in scales):
+            raise ValueError(f"map scales must be > 0, got {scales}")
+        self.map_scales.copy_(torch.tensor(scales))
 
     def segment(self, images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """The raw (unsmoothed) anomaly map: the head's probabilities, the reconstruction error, or both."""
+        """The raw (unsmoothed) map the image score comes from: the head's probabilities, the
+        reconstruction error, or both (without the texture part, which ``forward`` adds)."""
         if self.fused:
             probability, error = self.fused_parts(images, reconstruction)
             return 0.5 * (probability / self.map_scales[0] + error / self.map_scales[1])
@@ -123,22 +143,50 @@ class AnomalyDetector(nn.Module):
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         """Args: images (B, C, S, S) in [0, 1]. Returns reconstruction, anomaly map, image score."""
         reconstruction = self.cae(images)  # (B, C, S, S)
-        amap = smooth(self.segment(images, reconstruction), self.config.scoring.smoothing_sigma)
-        return DetectorOutput(reconstruction, amap, image_score(amap, self.config.scoring))
+        sigma = self.config.scoring.smoothing_sigma
+        amap = smooth(self.segment(images, reconstruction), sigma)
+        score = image_score(amap, self.config.scoring)
+        if self.texture is not None:  # the texture part joins the pixel map, not the image score
+            texture = smooth(self.texture(images) / self.map_scales[2], sigma)
+            amap = (2 * amap + texture) / 3  # the mean of the three scaled parts
+        return DetectorOutput(reconstruction, amap, score)
 
 
 def with_anomaly_map(detector: AnomalyDetector, kind: str) -> AnomalyDetector:
     """The same trained weights scored with another anomaly map (uncalibrated, on the CPU).
 
-    A head map keeps the head; a reconstruction map drops it (the CAE alone). Fused map scales
-    start at 1: calibrate the result before using its thresholds.
+    A head map keeps the head; a reconstruction map drops it (the CAE alone). The fused map keeps
+    the texture memory; any other map drops it. Fused map scales start at 1: calibrate the result
+    before using its thresholds.
     """
     if kind in HEAD_MAPS and detector.head is None:
         raise ValueError(f"anomaly map {kind!r} needs a discriminative head, and this detector has none")
     config = detector.config
     head = config.head if kind in HEAD_MAPS else None
-    rebuilt = AnomalyDetector(replace(config, scoring=replace(config.scoring, anomaly_map=kind), head=head))
+    texture = config.texture if kind == FUSED_MAP else None
+    scoring = replace(config.scoring, anomaly_map=kind)
+    return _rebuilt(detector, replace(config, scoring=scoring, head=head, texture=texture))
+
+
+def with_texture(detector: AnomalyDetector, texture: TextureConfig | None) -> AnomalyDetector:
+    """The same trained weights with a new, empty texture memory (or none); fused map only.
+
+    Fill the memory (``detector.texture.remember``) and calibrate the result before using it.
+    """
+    return _rebuilt(detector, replace(detector.config, texture=texture))
+
+
+def _rebuilt(detector: AnomalyDetector, config: DetectorConfig) -> AnomalyDetector:
+    """A detector of ``config`` with ``detector``'s trained CAE and head (uncalibrated, on the CPU);
+    a texture memory of the same configuration is kept."""
+    rebuilt = AnomalyDetector(config)
     rebuilt.cae.load_state_dict(detector.cae.state_dict())
     if rebuilt.head is not None:
         rebuilt.head.load_state_dict(detector.head.state_dict())  # type: ignore[union-attr]
+    if (
+        rebuilt.texture is not None
+        and detector.texture is not None
+        and detector.config.texture == config.texture
+    ):
+        rebuilt.texture.load_state_dict(detector.texture.state_dict())
     return rebuilt.eval()
