@@ -12,8 +12,9 @@ evaluate --report-dir``, and records:
 
 Configurations: ``starting`` (preset starting: 126², RGB squared-error map, SSPCAB block without its
 loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``default`` (preset default),
-``default-head-map`` and ``default-error-map`` (the default's own weights recalibrated with one part
-of its fused map alone: no training, they need ``default`` in the same ``--out``), the ablations
+``default-no-texture`` (the default's own weights recalibrated without the texture memory), and
+``default-head-map`` and ``default-error-map`` (recalibrated with one part of the fused map alone;
+these three need no training, only ``default`` in the same ``--out``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
 (``fit --on-collapse warn``) and measured; its row says at which epoch. Results go to ``--out``
@@ -50,9 +51,10 @@ class Configuration:
     preset: str
     fit_arguments: tuple[str, ...] = ()
     description: str = ""
-    # (configuration, anomaly map): no training; that configuration's checkpoint from the same
-    # --out, recalibrated with another map (``python -m training calibrate --anomaly-map``).
-    rescore: tuple[str, str] | None = None
+    # (configuration, calibrate arguments): no training; that configuration's checkpoint from the
+    # same --out, recalibrated with another map (``python -m training calibrate --anomaly-map``)
+    # or without its texture memory (``--texture off``).
+    rescore: tuple[str, tuple[str, ...]] | None = None
 
 
 CONFIGURATIONS = {
@@ -66,18 +68,24 @@ CONFIGURATIONS = {
         "starting+sspcab", "starting", ("--sspcab-loss-weight", "0.1"), "starting + SSPCAB loss (λ = 0.1)"
     ),
     "default": Configuration("default", "default", (), "preset default"),
-    # The default's own weights with one map part alone: what the fusion adds.
+    # The default's own weights with a part of its map removed: what each part adds.
+    "default-no-texture": Configuration(
+        "default-no-texture",
+        "default",
+        description="the default's weights, head and SSIM+MSGMS error without the texture memory",
+        rescore=("default", ("--texture", "off")),
+    ),
     "default-head-map": Configuration(
         "default-head-map",
         "default",
         description="the default's weights, the head's map alone",
-        rescore=("default", "head"),
+        rescore=("default", ("--anomaly-map", "head")),
     ),
     "default-error-map": Configuration(
         "default-error-map",
         "default",
         description="the default's weights, the SSIM+MSGMS reconstruction error alone (CAE only)",
-        rescore=("default", "ssim+gms"),
+        rescore=("default", ("--anomaly-map", "ssim+gms")),
     ),
     # Ablations of the default, one part removed each.
     "default-no-head": Configuration(
@@ -96,7 +104,14 @@ CONFIGURATIONS = {
         "default with SSPCAB, without its loss",
     ),
 }
-DEFAULT_CONFIGS = ("starting", "starting+sspcab", "default", "default-head-map", "default-error-map")
+DEFAULT_CONFIGS = (
+    "starting",
+    "starting+sspcab",
+    "default",
+    "default-no-texture",
+    "default-head-map",
+    "default-error-map",
+)
 HEADLINE = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "pixel_f1_max")
 OPERATIONAL = (
     "image_precision",
@@ -193,7 +208,7 @@ def rescore(
 ) -> tuple[int, float]:
     """The base configuration's checkpoint recalibrated with another map; (exit code, wall seconds)."""
     assert config.rescore is not None
-    base, kind = config.rescore
+    base, calibrate_arguments = config.rescore
     source = args.out / category / base / f"{category}.safetensors"
     if not source.is_file():
         with open(log, "a") as err:
@@ -206,8 +221,7 @@ def rescore(
         str(source),
         "--out",
         str(checkpoint),
-        "--anomaly-map",
-        kind,
+        *calibrate_arguments,
     ]
     code, _, wall = run_cli(arguments, log)
     return code, wall

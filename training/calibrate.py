@@ -2,7 +2,7 @@
 
 The default derives the image threshold and the pixel threshold from high quantiles of normal
 validation image scores and pixel values; a fused map (``head+ssim+gms``) first gets the scales of
-its two parts from the same images. The F1-optimal alternative looks at a labelled test set
+its parts (two, three with a texture memory) from the same images. The F1-optimal alternative looks at a labelled test set
 and is therefore optimistic; it exists for comparisons, runs only behind ``--f1-optimal``, and is
 recorded as such in the checkpoint.
 """
@@ -31,10 +31,12 @@ def calibrate_on_normals(
     """Thresholds from (M, C, S, S) normal validation images. A fused map first gets its parts'
     scales from the same images, at the same pixel quantile as the pixel threshold."""
     details = {}
+    if detector.texture is not None and not bool(detector.texture.filled):
+        raise ValueError("the texture memory is empty: fill it from the training images before calibrating")
     if detector.fused:
-        head_scale, error_scale = fused_map_scales(detector, val, device, pixel_quantile)
-        detector.set_map_scales(head_scale, error_scale)
-        details = {"map_scales": {"head": head_scale, "ssim+gms": error_scale, "quantile": pixel_quantile}}
+        scales = fused_map_scales(detector, val, device, pixel_quantile)
+        detector.set_map_scales(*scales)
+        details = {"map_scales": {**dict(zip(FUSED_PARTS, scales, strict=False)), "quantile": pixel_quantile}}
     scores, maps, _ = score_images(detector, val, device)
     calibration = from_normal_scores(scores, maps, image_quantile, pixel_quantile)
     return replace(calibration, details={**calibration.details, **details})
@@ -43,25 +45,33 @@ def calibrate_on_normals(
 # A head that is certain of every normal pixel has a high quantile near 0; dividing by it would turn
 # its faintest doubt into a huge value, so the scale never goes below this probability.
 MIN_HEAD_SCALE = 1e-3
+FUSED_PARTS = ("head", "ssim+gms", "texture")
 
 
 @torch.no_grad()
 def fused_map_scales(
     detector: AnomalyDetector, val: torch.Tensor, device: torch.device, quantile: float, batch_size: int = 32
-) -> tuple[float, float]:
-    """The ``quantile`` of the smoothed head probability and of the smoothed SSIM+MSGMS map over
-    the pixels of (M, C, S, S) normal images: the units the fused map divides its parts by."""
+) -> tuple[float, ...]:
+    """The ``quantile`` of the smoothed head probability, of the smoothed SSIM+MSGMS map and (with
+    a texture memory) of the smoothed texture distance over the pixels of (M, C, S, S) normal
+    images: the units the fused map divides its parts by."""
     detector.eval().to(device)
     sigma = detector.config.scoring.smoothing_sigma
-    heads, errors = [], []
+    heads, errors, textures = [], [], []
     for start in range(0, val.shape[0], batch_size):
         x = val[start : start + batch_size].to(device)
         probability, error = detector.fused_parts(x, detector.cae(x))
         heads.append(smooth(probability, sigma).cpu())
         errors.append(smooth(error, sigma).cpu())
-    head_scale = max(pixel_quantile_of(torch.cat(heads), quantile), MIN_HEAD_SCALE)
-    error_scale = max(pixel_quantile_of(torch.cat(errors), quantile), 1e-12)
-    return head_scale, error_scale
+        if detector.texture is not None:
+            textures.append(smooth(detector.texture(x), sigma).cpu())
+    scales = [
+        max(pixel_quantile_of(torch.cat(heads), quantile), MIN_HEAD_SCALE),
+        max(pixel_quantile_of(torch.cat(errors), quantile), 1e-12),
+    ]
+    if textures:
+        scales.append(max(pixel_quantile_of(torch.cat(textures), quantile), 1e-12))
+    return tuple(scales)
 
 
 def calibrate_f1_optimal(

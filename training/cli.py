@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.detector import AnomalyDetector, with_anomaly_map
-from models.scoring import ANOMALY_MAPS, HEAD_MAPS
+from models.detector import AnomalyDetector, with_anomaly_map, with_texture
+from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS
+from models.texture_memory import TextureConfig
 from training import synth
 from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
 from training.config import LR_SCHEDULES, ON_COLLAPSE, PRESETS, preset
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"scoring map ({', '.join(HEAD_MAPS)} need a preset with a head)",
     )
     p.add_argument(
+        "--no-texture",
+        action="store_true",
+        help="ablation: no texture memory in the fused map (the head and the reconstruction error alone)",
+    )
+    p.add_argument(
         "--on-collapse",
         choices=ON_COLLAPSE,
         help="a model without a head that collapses to a constant output: stop with an error "
@@ -101,8 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--anomaly-map",
         choices=ANOMALY_MAPS,
-        help="score the same weights with another map (a reconstruction map drops the head); "
-        "compare maps without retraining",
+        help="score the same weights with another map (a reconstruction map drops the head; any "
+        "map but the fused one drops the texture memory); compare maps without retraining",
+    )
+    p.add_argument(
+        "--texture",
+        choices=("on", "off"),
+        help=f"{FUSED_MAP} map: 'on' (re)builds the texture memory from the training images, 'off' "
+        "drops it (default: keep what the checkpoint has)",
     )
     p.add_argument("--image-quantile", type=float, default=0.99)
     p.add_argument("--pixel-quantile", type=float, default=0.999)
@@ -154,7 +166,12 @@ def cmd_fit(args) -> int:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
     if args.anomaly_map:
-        config = replace(config, scoring=replace(config.scoring, anomaly_map=args.anomaly_map))
+        texture = config.texture if args.anomaly_map == FUSED_MAP else None
+        config = replace(
+            config, scoring=replace(config.scoring, anomaly_map=args.anomaly_map), texture=texture
+        )
+    if args.no_texture:
+        config = replace(config, texture=None)
     print(
         f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
         file=sys.stderr,
@@ -168,6 +185,8 @@ def cmd_fit(args) -> int:
     torch.manual_seed(train_cfg.seed)
     detector = AnomalyDetector(config)
     result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
+    if detector.texture is not None:
+        detector.texture.remember(train, seed=train_cfg.seed)
     calibration = calibrate_on_normals(
         detector, val, device, train_cfg.image_quantile, train_cfg.pixel_quantile
     )
@@ -230,10 +249,24 @@ def cmd_calibrate(args) -> int:
     training = checkpoint.metadata.get("training") or {}
     index = index_category(args.data_root, args.category, need_test=args.f1_optimal)
     # The same normal images fit held out: same fraction, same seed.
-    _, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), training.get("seed", 0))
+    seed = training.get("seed", 0)
+    train_paths, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), seed)
     val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode)
     if args.anomaly_map:
         detector = with_anomaly_map(checkpoint.detector, args.anomaly_map).to(device)
+        checkpoint = replace(checkpoint, detector=detector)
+    if args.texture:
+        detector = checkpoint.detector
+        if detector.config.scoring.anomaly_map != FUSED_MAP:
+            raise ValueError(
+                f"--texture: a texture memory joins the {FUSED_MAP} map only, and this checkpoint "
+                f"scores with {detector.config.scoring.anomaly_map!r}"
+            )
+        texture = (detector.config.texture or TextureConfig()) if args.texture == "on" else None
+        detector = with_texture(detector, texture).to(device)
+        if detector.texture is not None:
+            train = load_batch(train_paths, checkpoint.input_size, checkpoint.color_mode)
+            detector.texture.remember(train, seed=seed)
         checkpoint = replace(checkpoint, detector=detector)
     calibration = calibrate_on_normals(
         checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile
@@ -253,7 +286,7 @@ def cmd_calibrate(args) -> int:
         calibration=calibration,
         training=training,
         # Metrics measured with another map no longer describe this checkpoint.
-        evaluation=None if args.anomaly_map else checkpoint.metadata.get("evaluation"),
+        evaluation=None if args.anomaly_map or args.texture else checkpoint.metadata.get("evaluation"),
     )
     print(json.dumps({"checkpoint": str(out), **calibration.to_dict()}))
     return 0

@@ -7,6 +7,7 @@ from models.cae import CAEConfig
 from models.detector import DetectorConfig
 from models.head import HeadConfig
 from models.scoring import FUSED_MAP, ScoringConfig
+from models.texture_memory import TextureConfig
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
 ON_COLLAPSE = ("stop", "warn")
@@ -112,7 +113,9 @@ PRESETS: dict[str, Preset] = {
     # discriminative U-Net head (with SSPCAB); the anomaly map fuses the head's segmentation with
     # the SSIM+MSGMS reconstruction error, each in units of its own normal high quantile (on real
     # data the head alone misses what the error sees, and the reverse: BENCHMARKS.md §2). The image
-    # score is the mean of the top 0.2 % of the map, robust to isolated pixels.
+    # score is the mean of the top 0.2 % of that map, robust to isolated pixels. A memory of normal
+    # texture statistics adds a third part to the pixel map: regions of unusual texture that
+    # neither of the others sees (it needs no training; the memory is filled after it).
     "default": Preset(
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
@@ -120,10 +123,12 @@ PRESETS: dict[str, Preset] = {
                 anomaly_map=FUSED_MAP, smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
             ),
             head=HeadConfig(),
+            texture=TextureConfig(),
         ),
         TrainConfig(patience=20),
         "126² CAE + SSPCAB (with its loss) reconstructing synthetic anomalies, and a discriminative "
-        "U-Net head with SSPCAB; map: head segmentation fused with the SSIM+MSGMS error",
+        "U-Net head with SSPCAB; map: head segmentation fused with the SSIM+MSGMS error "
+        "(and, for pixels, a normal-texture memory's distance)",
     ),
 }
 

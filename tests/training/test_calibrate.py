@@ -7,6 +7,7 @@ import torch
 from models.calibration import from_normal_scores
 from models.scoring import defect_mask, smooth
 from tests.models.test_head import FUSED, head_detector
+from tests.models.test_texture_memory import texture_detector
 from training.calibrate import MIN_HEAD_SCALE, calibrate_f1_optimal, calibrate_on_normals, fused_map_scales
 from training.inference import score_images
 
@@ -113,3 +114,21 @@ def test_a_head_certain_of_every_normal_pixel_keeps_a_floor_scale():
         detector.head.out.weight.zero_()
     head_scale, _ = fused_map_scales(detector, torch.rand(3, 3, 24, 24), CPU, 0.999)
     assert head_scale == MIN_HEAD_SCALE
+
+
+def test_a_texture_memory_gets_the_third_scale_and_an_empty_one_is_refused():
+    detector = texture_detector()
+    val = torch.rand(4, 3, 24, 24)
+    with pytest.raises(ValueError, match="texture memory is empty"):
+        calibrate_on_normals(detector, val, CPU, image_quantile=0.5, pixel_quantile=0.9)
+    detector.texture.remember(torch.rand(6, 3, 24, 24))
+    with torch.no_grad():
+        distance = smooth(detector.texture(val), detector.config.scoring.smoothing_sigma)
+    expected = float(torch.quantile(distance.double().flatten(), 0.9))
+    scales = fused_map_scales(detector, val, CPU, 0.9)
+    assert len(scales) == 3 and scales[2] == pytest.approx(expected, rel=1e-6)
+    cal = calibrate_on_normals(detector, val, CPU, image_quantile=0.5, pixel_quantile=0.9)
+    assert detector.map_scales.tolist() == pytest.approx(list(scales), rel=1e-6)
+    assert cal.details["map_scales"]["texture"] == pytest.approx(expected, rel=1e-6)
+    _, maps, _ = score_images(detector, val, CPU)  # thresholds on the map with all three parts
+    assert cal.pixel_threshold == pytest.approx(float(torch.quantile(maps.double().flatten(), 0.9)), rel=1e-6)

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
@@ -56,7 +57,7 @@ def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
     assert meta["preprocessing"]["input_size"] == 24 and meta["preprocessing"]["color_mode"] == "RGB"
     assert meta["model"]["cae"]["batch_norm"] is True  # the default preset
     assert meta["model"]["scoring"]["anomaly_map"] == "head+ssim+gms"
-    assert set(meta["calibration"]["details"]["map_scales"]) == {"head", "ssim+gms", "quantile"}
+    assert set(meta["calibration"]["details"]["map_scales"]) == {"head", "ssim+gms", "texture", "quantile"}
     assert meta["calibration"]["image_threshold"] == summary["image_threshold"]
     training = meta["training"]
     assert training["preset"] == "default" and training["config"]["epochs"] == 1
@@ -164,6 +165,61 @@ def test_calibrate_with_another_map_rescores_the_same_weights(fitted, tmp_path, 
     capsys.readouterr()
     code = main(_args(data, "calibrate", "--checkpoint", str(error_only), "--anomaly-map", "head"))
     _assert_one_error_line(capsys, code, "needs a discriminative head")
+
+
+def test_calibrate_drops_or_rebuilds_the_texture_memory(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    assert load_checkpoint(original).detector.texture is not None  # the default preset has one
+    without, rebuilt = tmp_path / "without.safetensors", tmp_path / "rebuilt.safetensors"
+    assert (
+        main(
+            _args(data, "calibrate", "--checkpoint", str(original), "--out", str(without), "--texture", "off")
+        )
+        == 0
+    )
+    meta = read_metadata(without)
+    assert meta["model"]["texture"] is None and meta["evaluation"] is None
+    assert set(meta["calibration"]["details"]["map_scales"]) == {"head", "ssim+gms", "quantile"}
+    assert load_checkpoint(without).detector.map_scales.numel() == 2
+    assert (
+        main(_args(data, "calibrate", "--checkpoint", str(without), "--out", str(rebuilt), "--texture", "on"))
+        == 0
+    )
+    fitted_memory, rebuilt_memory = (
+        load_checkpoint(original).detector.texture,
+        load_checkpoint(rebuilt).detector.texture,
+    )
+    assert bool(rebuilt_memory.filled)
+    # the same training images and seed as fit: the same memory
+    assert torch.equal(rebuilt_memory.memory, fitted_memory.memory)
+    error_only = tmp_path / "error.safetensors"
+    assert (
+        main(
+            _args(
+                data,
+                "calibrate",
+                "--checkpoint",
+                str(original),
+                "--out",
+                str(error_only),
+                "--anomaly-map",
+                "ssim+gms",
+            )
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code = main(_args(data, "calibrate", "--checkpoint", str(error_only), "--texture", "on"))
+    _assert_one_error_line(capsys, code, "--texture", "'ssim+gms'")
+
+
+def test_no_texture_ablation_fits_without_a_memory(fitted, tmp_path):
+    data, _, _ = fitted
+    out = tmp_path / "plain.safetensors"
+    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress", "--no-texture"]
+    code, _ = _quiet(_args(data, "fit", "--out", str(out), *small))
+    assert code == 0
+    assert read_metadata(out)["model"]["texture"] is None
 
 
 def _assert_one_error_line(capsys, code: int, *fragments: str) -> str:

@@ -15,6 +15,7 @@ from app.decode import decode_image
 from app.inference import run_batch
 from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.detector import with_texture
 from models.preprocess import to_model_input
 from tests.app.conftest import (
     GREY_CATEGORY,
@@ -29,6 +30,7 @@ from tests.app.conftest import (
     wait_until,
 )
 from tests.models.test_head import head_detector
+from tests.models.test_texture_memory import texture_detector
 
 pytestmark = pytest.mark.anyio
 
@@ -458,11 +460,19 @@ async def test_a_client_that_disconnects_is_dropped_before_compute(served):
     assert batcher.stats.category(RGB_CATEGORY).images == 1
 
 
-@pytest.mark.parametrize("anomaly_map", ["head", "head+ssim+gms"])
+@pytest.mark.parametrize("anomaly_map", ["head", "head+ssim+gms", "head+ssim+gms with texture"])
 async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path, anomaly_map):
     calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1)
-    detector = head_detector(anomaly_map=anomaly_map)
-    if detector.fused:
+    if anomaly_map.endswith("with texture"):
+        # a pixel threshold in the range of these untrained maps, so that neither saturates at 255
+        calibration = Calibration(pixel_threshold=20.0, image_threshold=0.5, score_scale=0.1)
+        detector = texture_detector()
+        detector.texture.remember(torch.rand(4, 3, 24, 24))
+        detector.set_map_scales(0.2, 0.05, 3.0)
+        anomaly_map = "head+ssim+gms"
+    else:
+        detector = head_detector(anomaly_map=anomaly_map)
+    if detector.fused and detector.texture is None:
         detector.set_map_scales(0.2, 0.05)  # as calibration leaves them: loaded with the weights
     path = save_checkpoint(tmp_path / "gear.safetensors", detector, category="gear", calibration=calibration)
     blob = png_bytes(40, 30, seed=7)
@@ -482,4 +492,16 @@ async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path, a
         assert 0 <= result["score"] <= 1  # a pooled probability of the head's segmentation
     else:  # in units of the parts' normal scales, which travelled in the checkpoint
         assert result["score"] > 1
-    assert png_of(result["anomaly_map_png"]).size == (30, 40)
+    served_map = png_of(result["anomaly_map_png"])
+    assert served_map.size == (30, 40)
+    assert np.abs(np.asarray(served_map, dtype=int) - alone.anomaly_map.astype(int)).max() <= 1
+    if detector.texture is not None:  # the texture distance is part of the served map
+        plain = with_texture(detector, None)
+        plain.set_map_scales(0.2, 0.05)
+        path = save_checkpoint(
+            tmp_path / "plain.safetensors", plain, category="plain", calibration=calibration
+        )
+        image = decode_image(blob, "RGB", 10**6)
+        (without,) = run_batch(load_checkpoint(path), [image], [None], torch.device("cpu"))
+        assert without.score == pytest.approx(alone.score, rel=1e-5)
+        assert np.abs(without.anomaly_map.astype(int) - alone.anomaly_map.astype(int)).max() > 5
