@@ -92,7 +92,8 @@ class AnomalyDetector(nn.Module):
     a texture memory, whose distance map is the third part. They are data, not architecture:
     calibration sets them (``set_map_scales``) and the checkpoint carries them with the weights.
 
-    With a texture memory the pixel map is the mean of the three scaled parts, and the image score
+    With a texture memory the pixel map is the mean of the three scaled parts (the texture part
+    capped at ``TextureConfig.fused_cap``), and the image score
     is taken from the mean of the first two alone: texture distance ranks the *pixels* of a defect
     well, but every normal image has some patch unlike the memory, so its per-image maximum does not
     rank *images* (tire image AUROC 0.54 on texture alone; BENCHMARKS.md §2).
@@ -148,6 +149,7 @@ class AnomalyDetector(nn.Module):
         score = image_score(amap, self.config.scoring)
         if self.texture is not None:  # the texture part joins the pixel map, not the image score
             texture = smooth(self.texture(images) / self.map_scales[2], sigma)
+            texture = texture.clamp_max(self.texture.config.fused_cap)
             amap = (2 * amap + texture) / 3  # the mean of the three scaled parts
         return DetectorOutput(reconstruction, amap, score)
 
