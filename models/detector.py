@@ -93,10 +93,10 @@ class AnomalyDetector(nn.Module):
     calibration sets them (``set_map_scales``) and the checkpoint carries them with the weights.
 
     With a texture memory the pixel map is the mean of the three scaled parts (the texture part
-    capped at ``TextureConfig.fused_cap``), and the image score
-    is taken from the mean of the first two alone: texture distance ranks the *pixels* of a defect
-    well, but every normal image has some patch unlike the memory, so its per-image maximum does not
-    rank *images* (tire image AUROC 0.54 on texture alone; BENCHMARKS.md §2).
+    capped at ``TextureConfig.fused_cap``), and the image score is taken from the mean of the first
+    two alone: texture distance ranks the *pixels* of a defect well, but every normal image has some
+    patch unlike the memory, so its per-image maximum does not rank *images* (on texture alone, tire
+    image AUROC 0.47–0.56 over the descriptors tried; BENCHMARKS.md §2).
     """
 
     map_scales: torch.Tensor  # fused map only: (head, SSIM+MSGMS[, texture]) normal high quantiles

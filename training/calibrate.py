@@ -2,9 +2,9 @@
 
 The default derives the image threshold and the pixel threshold from high quantiles of normal
 validation image scores and pixel values; a fused map (``head+ssim+gms``) first gets the scales of
-its parts (two, three with a texture memory) from the same images. The F1-optimal alternative looks at a labelled test set
-and is therefore optimistic; it exists for comparisons, runs only behind ``--f1-optimal``, and is
-recorded as such in the checkpoint.
+its parts (two, three with a texture memory) from the same images. The F1-optimal alternative
+looks at a labelled test set and is therefore optimistic; it exists for comparisons, runs only
+behind ``--f1-optimal``, and is recorded as such in the checkpoint.
 """
 
 from collections.abc import Sequence
