@@ -13,7 +13,9 @@ Maps are batched torch operations so that the service computes them on the devic
   high quantile on normal images (``AnomalyDetector.map_scales``, set by calibration), averaged.
   The head learns what synthetic defects look like and the reconstruction error sees any change;
   on real data each misses what the other finds (BENCHMARKS.md §2), and the normalisation puts
-  both in the same unit — "times its normal high end" — so that neither drowns the other.
+  both in the same unit — "times its normal high end" — so that neither drowns the other. A
+  detector with a texture memory (``models.texture_memory``) adds its distance map as a third,
+  capped part of the pixel map (``AnomalyDetector.forward``).
 A Gaussian smoothing removes single-pixel noise; the image score is the maximum of the map or the
 mean of its top-k fraction.
 """
