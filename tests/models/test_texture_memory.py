@@ -55,7 +55,7 @@ def test_features_tell_vertical_stripes_from_horizontal_ones():
     assert dy[1] > 0.8 and dx[1] < 1e-6
 
 
-@pytest.mark.parametrize("chunk_elements", [7, 64, 2**24])
+@pytest.mark.parametrize("chunk_elements", [7, 64, 2**24, None])
 def test_nearest_distance_is_the_brute_force_minimum_in_any_chunking(chunk_elements):
     generator = torch.Generator().manual_seed(1)
     queries, memory = torch.randn(37, 5, generator=generator), torch.randn(11, 5, generator=generator)
