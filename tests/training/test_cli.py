@@ -20,6 +20,10 @@ def _args(data, command: str, *rest: str) -> list[str]:
     return [command, "--data-root", str(data), "--category", CATEGORY, "--device", "cpu", *rest]
 
 
+# One epoch at 24²: a checkpoint in seconds.
+SMALL_FIT = ("--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress")
+
+
 def _quiet(argv: list[str]) -> tuple[int, str]:
     """Run the CLI outside capsys (module fixtures): exit code and stdout."""
     out = io.StringIO()
@@ -37,8 +41,7 @@ def fitted(tmp_path_factory):
     code, _ = _quiet(["synth", "--out", str(data), "--category", CATEGORY, *sizes])
     assert code == 0
     checkpoint = base / "weights" / f"{CATEGORY}.safetensors"
-    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress"]
-    code, stdout = _quiet(_args(data, "fit", "--out", str(checkpoint), *small))
+    code, stdout = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT))
     assert code == 0
     return data, checkpoint, stdout
 
@@ -70,8 +73,7 @@ def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
 def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     data, _, _ = fitted
     checkpoint = tmp_path / "ablation.safetensors"
-    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress", "--no-sspcab"]
-    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *small))
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--no-sspcab"))
     assert code == 0
     model = read_metadata(checkpoint)["model"]
     assert model["cae"]["sspcab"] is False and model["head"]["sspcab"] is False
@@ -216,8 +218,7 @@ def test_calibrate_drops_or_rebuilds_the_texture_memory(fitted, tmp_path, capsys
 def test_no_texture_ablation_fits_without_a_memory(fitted, tmp_path):
     data, _, _ = fitted
     out = tmp_path / "plain.safetensors"
-    small = ["--epochs", "1", "--input-size", "24", "--batch-size", "4", "--no-progress", "--no-texture"]
-    code, _ = _quiet(_args(data, "fit", "--out", str(out), *small))
+    code, _ = _quiet(_args(data, "fit", "--out", str(out), *SMALL_FIT, "--no-texture"))
     assert code == 0
     assert read_metadata(out)["model"]["texture"] is None
 
