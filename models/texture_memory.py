@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 @dataclass(frozen=True)
 class TextureConfig:
     """The texture descriptor and the memory's size; stored in the checkpoint."""
