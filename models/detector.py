@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from models.cae import CAE, CAEConfig
+from models.flips import flip_views, merge_views
 from models.head import DiscriminativeHead, HeadConfig
 from models.scoring import (
     FUSED_MAP,
@@ -142,12 +143,22 @@ class AnomalyDetector(nn.Module):
         return anomaly_map(images, reconstruction, self.config.scoring, smoothing=False)
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
-        """Args: images (B, C, S, S) in [0, 1]. Returns reconstruction, anomaly map, image score."""
-        reconstruction = self.cae(images)  # (B, C, S, S)
+        """Args: images (B, C, S, S) in [0, 1]. Returns reconstruction, anomaly map, image score.
+
+        With test-time flips the CAE and the map run once on all views of the batch, and the
+        unflipped maps are averaged; the reconstruction returned is the unflipped image's.
+        """
+        flips = self.config.scoring.test_time_flips
+        views = flip_views(images, flips)  # (V·B, C, S, S)
+        reconstructions = self.cae(views)
         sigma = self.config.scoring.smoothing_sigma
-        amap = smooth(self.segment(images, reconstruction), sigma)
+        amap = smooth(merge_views(self.segment(views, reconstructions), flips), sigma)
         score = image_score(amap, self.config.scoring)
-        if self.texture is not None:  # the texture part joins the pixel map, not the image score
+        reconstruction = reconstructions[: images.shape[0]]  # (B, C, S, S)
+        # The texture part joins the pixel map, not the image score. It is not flipped: its
+        # descriptors (box means of brightness, contrast and gradient magnitudes) are the same for
+        # a flipped image, flipped, so a flipped view would add nothing.
+        if self.texture is not None:
             texture = smooth(self.texture(images) / self.map_scales[2], sigma)
             texture = texture.clamp_max(self.texture.config.fused_cap)
             amap = (2 * amap + texture) / 3  # the mean of the three scaled parts
@@ -176,6 +187,13 @@ def with_texture(detector: AnomalyDetector, texture: TextureConfig | None) -> An
     Fill the memory (``detector.texture.remember``) and calibrate the result before using it.
     """
     return _rebuilt(detector, replace(detector.config, texture=texture))
+
+
+def with_test_time_flips(detector: AnomalyDetector, flips: tuple[str, ...]) -> AnomalyDetector:
+    """The same trained weights (and texture memory) scored over other flipped views; calibrate the
+    result before using its thresholds."""
+    scoring = replace(detector.config.scoring, test_time_flips=flips)
+    return _rebuilt(detector, replace(detector.config, scoring=scoring))
 
 
 def _rebuilt(detector: AnomalyDetector, config: DetectorConfig) -> AnomalyDetector:

@@ -17,13 +17,16 @@ Maps are batched torch operations so that the service computes them on the devic
   detector with a texture memory (``models.texture_memory``) adds its distance map as a third,
   capped part of the pixel map (``AnomalyDetector.forward``).
 A Gaussian smoothing removes single-pixel noise; the image score is the maximum of the map or the
-mean of its top-k fraction.
+mean of its top-k fraction. With ``test_time_flips`` the detector averages the map over flipped
+views of each image (``models.flips``).
 """
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from models.flips import FLIPS
 
 RECONSTRUCTION_MAPS = ("l2", "ssim", "gms", "ssim+gms")
 FUSED_MAP = "head+ssim+gms"
@@ -42,8 +45,16 @@ class ScoringConfig:
     topk_fraction: float = 0.01
     ssim_window: int = 11
     gms_scales: int = 4
+    # Flipped views the map is averaged over, besides the image itself ("h", "v", "hv"): only
+    # flips the model was trained with (``TrainConfig.augment``), since any other view is foreign.
+    test_time_flips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.test_time_flips, str):  # tuple("hv") would silently read as ("h", "v")
+            raise ValueError(
+                f"ScoringConfig.test_time_flips is a sequence of names, got {self.test_time_flips!r}"
+            )
+        object.__setattr__(self, "test_time_flips", tuple(self.test_time_flips))  # JSON gives a list
         if self.anomaly_map not in ANOMALY_MAPS:
             raise ValueError(
                 f"ScoringConfig.anomaly_map must be one of {ANOMALY_MAPS}, got {self.anomaly_map!r}"
@@ -60,6 +71,12 @@ class ScoringConfig:
             raise ValueError(f"ScoringConfig.ssim_window must be odd and >= 3, got {self.ssim_window}")
         if self.gms_scales < 1:
             raise ValueError(f"ScoringConfig.gms_scales must be >= 1, got {self.gms_scales}")
+        unknown = [name for name in self.test_time_flips if name not in FLIPS]
+        if unknown or len(set(self.test_time_flips)) != len(self.test_time_flips):
+            raise ValueError(
+                f"ScoringConfig.test_time_flips must be distinct names of {tuple(FLIPS)}, "
+                f"got {self.test_time_flips}"
+            )
 
     @classmethod
     def starting(cls) -> "ScoringConfig":

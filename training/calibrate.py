@@ -15,6 +15,7 @@ import torch
 
 from models.calibration import Calibration, from_normal_scores, pixel_quantile_of
 from models.detector import AnomalyDetector
+from models.flips import flip_views, merge_views
 from models.preprocess import to_image_size
 from models.scoring import smooth
 from training.inference import score_images
@@ -57,12 +58,14 @@ def fused_map_scales(
     images: the units the fused map divides its parts by."""
     detector.eval().to(device)
     sigma = detector.config.scoring.smoothing_sigma
+    flips = detector.config.scoring.test_time_flips
     heads, errors, textures = [], [], []
     for start in range(0, val.shape[0], batch_size):
         x = val[start : start + batch_size].to(device)
-        probability, error = detector.fused_parts(x, detector.cae(x))
-        heads.append(smooth(probability, sigma).cpu())
-        errors.append(smooth(error, sigma).cpu())
+        views = flip_views(x, flips)  # each part averaged over the views, as the detector does
+        probability, error = detector.fused_parts(views, detector.cae(views))
+        heads.append(smooth(merge_views(probability, flips), sigma).cpu())
+        errors.append(smooth(merge_views(error, flips), sigma).cpu())
         if detector.texture is not None:
             textures.append(smooth(detector.texture(x), sigma).cpu())
     scales = [

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.detector import AnomalyDetector, with_anomaly_map, with_texture
+from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
+from models.flips import FLIPS
 from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS
 from models.texture_memory import TextureConfig
 from training import synth
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         help=f"{FUSED_MAP} map: 'on' (re)builds the texture memory from the training images, 'off' "
         "drops it (default: keep what the checkpoint has)",
+    )
+    p.add_argument(
+        "--test-time-flips",
+        metavar="FLIPS",
+        help=f"average the map over these flipped views: comma-separated of {', '.join(FLIPS)}, or "
+        "'none' (default: keep what the checkpoint has); a CPU host trades quality for speed here",
     )
     p.add_argument("--image-quantile", type=float, default=0.99)
     p.add_argument("--pixel-quantile", type=float, default=0.999)
@@ -243,7 +250,21 @@ def _loss_plot(history: list[dict], path: Path) -> None:
     write_loss_curve(history, path)
 
 
+def _flip_names(text: str) -> tuple[str, ...]:
+    """``--test-time-flips``: "none" or comma-separated flip names, each known and once."""
+    if text == "none":
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    if any(name not in FLIPS for name in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"--test-time-flips: expected 'none' or distinct names of {', '.join(FLIPS)} separated "
+            f"by commas, got {text!r}"
+        )
+    return names
+
+
 def cmd_calibrate(args) -> int:
+    flips = None if args.test_time_flips is None else _flip_names(args.test_time_flips)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     training = checkpoint.metadata.get("training") or {}
@@ -268,6 +289,9 @@ def cmd_calibrate(args) -> int:
             train = load_batch(train_paths, checkpoint.input_size, checkpoint.color_mode)
             detector.texture.remember(train, seed=seed)
         checkpoint = replace(checkpoint, detector=detector)
+    if flips is not None:
+        detector = with_test_time_flips(checkpoint.detector, flips).to(device)
+        checkpoint = replace(checkpoint, detector=detector)
     calibration = calibrate_on_normals(
         checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile
     )
@@ -286,7 +310,9 @@ def cmd_calibrate(args) -> int:
         calibration=calibration,
         training=training,
         # Metrics measured with another map no longer describe this checkpoint.
-        evaluation=None if args.anomaly_map or args.texture else checkpoint.metadata.get("evaluation"),
+        evaluation=None
+        if args.anomaly_map or args.texture or args.test_time_flips is not None
+        else checkpoint.metadata.get("evaluation"),
     )
     print(json.dumps({"checkpoint": str(out), **calibration.to_dict()}))
     return 0

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from models.calibration import from_normal_scores
+from models.detector import with_test_time_flips
+from models.flips import flip_views, merge_views
 from models.scoring import defect_mask, smooth
 from tests.models.test_head import FUSED, head_detector
 from tests.models.test_texture_memory import texture_detector
@@ -105,6 +107,22 @@ def test_a_fused_map_gets_its_part_scales_from_the_normal_images_first():
     _, maps, _ = score_images(detector, val, CPU)
     assert cal.pixel_threshold == pytest.approx(float(torch.quantile(maps.double().flatten(), 0.9)), rel=1e-6)
     assert 0.5 < cal.pixel_threshold < 1.5
+
+
+def test_with_test_time_flips_the_part_scales_are_those_of_the_averaged_parts():
+    detector = with_test_time_flips(head_detector(anomaly_map=FUSED), ("h", "v", "hv"))
+    torch.manual_seed(3)
+    val = torch.rand(4, 3, 24, 24)
+    flips = detector.config.scoring.test_time_flips
+    with torch.no_grad():
+        views = flip_views(val, flips)
+        probability, error = detector.fused_parts(views, detector.cae(views))
+    sigma = detector.config.scoring.smoothing_sigma
+    expected = [
+        float(torch.quantile(smooth(merge_views(part, flips), sigma).double().flatten(), 0.9))
+        for part in (probability, error)
+    ]
+    assert fused_map_scales(detector, val, CPU, 0.9) == pytest.approx(expected, rel=1e-6)
 
 
 def test_a_head_certain_of_every_normal_pixel_keeps_a_floor_scale():
