@@ -12,9 +12,10 @@ evaluate --report-dir``, and records:
 
 Configurations: ``starting`` (preset starting: 126², RGB squared-error map, SSPCAB block without its
 loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``default`` (preset default),
-``default-no-texture`` (the default's own weights recalibrated without the texture memory), and
-``default-head-map`` and ``default-error-map`` (recalibrated with one part of the fused map alone;
-these three need no training, only ``default`` in the same ``--out``), the ablations
+``default-no-texture`` (the default's own weights recalibrated without the texture memory),
+``default-no-flips`` (the same without test-time flip averaging), and ``default-head-map`` and
+``default-error-map`` (recalibrated with one part of the fused map alone; these four need no
+training, only ``default`` in the same ``--out``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
 (``fit --on-collapse warn``) and measured; its row says at which epoch. Results go to ``--out``
@@ -53,7 +54,7 @@ class Configuration:
     description: str = ""
     # (configuration, calibrate arguments): no training; that configuration's checkpoint from the
     # same --out, recalibrated with another map (``python -m training calibrate --anomaly-map``)
-    # or without its texture memory (``--texture off``).
+    # or without its texture memory (``--texture off``) or test-time flips.
     rescore: tuple[str, tuple[str, ...]] | None = None
 
 
@@ -74,6 +75,12 @@ CONFIGURATIONS = {
         "default",
         description="the default's weights, head and SSIM+MSGMS error without the texture memory",
         rescore=("default", ("--texture", "off")),
+    ),
+    "default-no-flips": Configuration(
+        "default-no-flips",
+        "default",
+        description="the default's weights and memory, the map of the image alone (no flipped views)",
+        rescore=("default", ("--test-time-flips", "none")),
     ),
     "default-head-map": Configuration(
         "default-head-map",
@@ -109,6 +116,7 @@ DEFAULT_CONFIGS = (
     "starting+sspcab",
     "default",
     "default-no-texture",
+    "default-no-flips",
     "default-head-map",
     "default-error-map",
 )

@@ -10,6 +10,9 @@ from models.scoring import FUSED_MAP, ScoringConfig
 from models.texture_memory import TextureConfig
 
 AUGMENTATIONS = ("none", "flip", "flip+rot90")
+# The test-time flips (``ScoringConfig.test_time_flips``) each augmentation trains the model on: a
+# flipped view is a fair second look only at a model that learned flipped normal images as normal.
+TRAINED_FLIPS = {"none": (), "flip": ("h", "v", "hv"), "flip+rot90": ("h", "v", "hv")}
 ON_COLLAPSE = ("stop", "warn")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -120,7 +123,11 @@ PRESETS: dict[str, Preset] = {
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
             scoring=ScoringConfig(
-                anomaly_map=FUSED_MAP, smoothing_sigma=2.0, score_reduction="topk", topk_fraction=0.002
+                anomaly_map=FUSED_MAP,
+                smoothing_sigma=2.0,
+                score_reduction="topk",
+                topk_fraction=0.002,
+                test_time_flips=("h", "v", "hv"),
             ),
             head=HeadConfig(),
             texture=TextureConfig(),
@@ -138,6 +145,13 @@ def preset(name: str, channels: int, **train_overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
     base = PRESETS[name]
-    detector = replace(base.detector, cae=replace(base.detector.cae, in_channels=channels))
     overrides = {k: v for k, v in train_overrides.items() if v is not None}
-    return Preset(detector, replace(base.train, **overrides), base.description)
+    train = replace(base.train, **overrides)
+    scoring = base.detector.scoring
+    flips = tuple(f for f in scoring.test_time_flips if f in TRAINED_FLIPS[train.augment])
+    detector = replace(
+        base.detector,
+        cae=replace(base.detector.cae, in_channels=channels),
+        scoring=replace(scoring, test_time_flips=flips),
+    )
+    return Preset(detector, train, base.description)

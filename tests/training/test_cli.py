@@ -215,6 +215,24 @@ def test_calibrate_drops_or_rebuilds_the_texture_memory(fitted, tmp_path, capsys
     _assert_one_error_line(capsys, code, "--texture", "'ssim+gms'")
 
 
+def test_calibrate_sets_the_test_time_flips_on_the_same_weights(fitted, tmp_path, capsys):
+    data, original, _ = fitted
+    assert load_checkpoint(original).detector.config.scoring.test_time_flips == ("h", "v", "hv")
+    plain = tmp_path / "plain.safetensors"
+    flags = ("--checkpoint", str(original), "--out", str(plain), "--test-time-flips", "none")
+    assert main(_args(data, "calibrate", *flags)) == 0
+    meta = read_metadata(plain)
+    assert meta["model"]["scoring"]["test_time_flips"] == [] and meta["evaluation"] is None
+    assert meta["calibration"] != read_metadata(original)["calibration"]  # recalibrated for its map
+    before, after = load_checkpoint(original).detector, load_checkpoint(plain).detector
+    for key, tensor in before.state_dict().items():
+        if key != "map_scales":
+            assert tensor.equal(after.state_dict()[key]), key
+    capsys.readouterr()
+    code = main(_args(data, "calibrate", "--checkpoint", str(plain), "--test-time-flips", "h,d"))
+    _assert_one_error_line(capsys, code, "--test-time-flips", "'h,d'")
+
+
 def test_no_texture_ablation_fits_without_a_memory(fitted, tmp_path):
     data, _, _ = fitted
     out = tmp_path / "plain.safetensors"
