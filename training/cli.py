@@ -17,7 +17,7 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
-from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS
+from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS, ScoringConfig
 from models.texture_memory import TextureConfig
 from training import synth
 from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
@@ -251,15 +251,12 @@ def _loss_plot(history: list[dict], path: Path) -> None:
 
 
 def _flip_names(text: str) -> tuple[str, ...]:
-    """``--test-time-flips``: "none" or comma-separated flip names, each known and once."""
-    if text == "none":
-        return ()
-    names = tuple(name.strip() for name in text.split(","))
-    if any(name not in FLIPS for name in names) or len(set(names)) != len(names):
-        raise ValueError(
-            f"--test-time-flips: expected 'none' or distinct names of {', '.join(FLIPS)} separated "
-            f"by commas, got {text!r}"
-        )
+    """``--test-time-flips``: "none" or comma-separated flip names, checked as the scoring checks them."""
+    names = () if text == "none" else tuple(name.strip() for name in text.split(","))
+    try:
+        ScoringConfig(test_time_flips=names)
+    except ValueError as err:
+        raise ValueError(f"--test-time-flips {text!r}: {err}") from None
     return names
 
 
