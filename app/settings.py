@@ -20,7 +20,7 @@ ENV_PREFIX = "INSPECT_"
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: safe in any HTTP header
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-CUDA_BATCH_SIZE, CPU_BATCH_SIZE = 16, 4  # INSPECT_MAX_BATCH_SIZE when unset (Settings.batch_size_for)
+CUDA_BATCH_SIZE, CPU_BATCH_SIZE = 16, 2  # INSPECT_MAX_BATCH_SIZE when unset (Settings.batch_size_for)
 
 
 def default_codec_workers() -> int:
@@ -162,8 +162,10 @@ class Settings(BaseSettings):
 
     def batch_size_for(self, device_type: str) -> int:
         """``max_batch_size`` as set, else the device's: a GPU gains from large batches; on a CPU the
-        per-image cost of the model rises beyond about 4 images (activations leave the caches:
-        13.6 ms/image at 4, 21.9 at 16 on 2 cores, BENCHMARKS.md), so 4 there."""
+        per-image cost of the model rises once a forward pass holds more than about 8 views of an
+        image (activations leave the caches). The default weights average 4 flipped views per
+        image: 76 ms/image at 2 images, 103 at 4 on 2 cores; without flips 26.5 and 25.1
+        (BENCHMARKS.md §1), so 2 there."""
         if self.max_batch_size is not None:
             return self.max_batch_size
         return CUDA_BATCH_SIZE if device_type == "cuda" else CPU_BATCH_SIZE

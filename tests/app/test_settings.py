@@ -12,7 +12,7 @@ def test_defaults_match_the_issue(monkeypatch):
     assert str(settings.weights_dir) == "weights"
     assert settings.device == "auto"
     assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (None, 5, 256)
-    assert (settings.batch_size_for("cuda"), settings.batch_size_for("cpu")) == (16, 4)  # unset: per device
+    assert (settings.batch_size_for("cuda"), settings.batch_size_for("cpu")) == (16, 2)  # unset: per device
     assert (settings.request_timeout_s, settings.max_upload_mb) == (10, 20)
     assert (settings.max_image_pixels, settings.max_images_per_request) == (40_000_000, 16)
     assert 1 <= settings.codec_workers <= 8

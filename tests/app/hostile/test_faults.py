@@ -125,7 +125,8 @@ class FailsOnce:
 
 
 async def test_an_exception_in_a_batch_fails_that_batch_only_and_the_worker_lives_on(weights_dir):
-    async with serve(make_settings(weights_dir, max_batch_wait_ms=300)) as (app, client):
+    settings = make_settings(weights_dir, max_batch_wait_ms=300, max_batch_size=4)  # room for three
+    async with serve(settings) as (app, client):
         checkpoint = app.state.services.registry.get(RGB_CATEGORY).checkpoint
         failing = checkpoint.detector = FailsOnce(checkpoint.detector)
         same_batch = [client.post(URL, content=png_bytes(seed=s), headers=PNG) for s in range(3)]
