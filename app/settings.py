@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         le=1024,
-        description="images stacked into one forward pass; unset: 16 on CUDA, 4 on a CPU",
+        description=f"images stacked into one forward pass; unset: {CUDA_BATCH_SIZE} on CUDA, {CPU_BATCH_SIZE} on a CPU",
     )
     max_batch_wait_ms: float = Field(
         5.0, ge=0, le=10_000, description="longest wait for the oldest image before a partial batch runs"
