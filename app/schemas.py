@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.registry import LoadState
+from models.scoring import ANOMALY_MAPS, FUSED_MAP
 
 ColorMode = Literal["RGB", "L"]
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
@@ -40,7 +41,10 @@ class ModelInfo(BaseModel):
     created_at: str | None
     input_size: int = Field(description="side of the square the image is resized to for the model")
     color_mode: ColorMode = Field(description="images are converted to this mode before inference")
-    anomaly_map: str = Field(description="how the anomaly map is computed: l2, ssim, gms or ssim+gms")
+    anomaly_map: str = Field(
+        description=f"how the anomaly map is computed: one of {', '.join(ANOMALY_MAPS)} "
+        f"({FUSED_MAP}, the default, fuses the discriminative head with the reconstruction error)"
+    )
     pixel_threshold: float = Field(
         description="calibrated anomaly-map value above which a pixel is defective"
     )
