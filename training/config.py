@@ -95,7 +95,10 @@ class Preset:
     description: str
 
 
-RECONSTRUCTION = DetectorConfig(cae=CAEConfig(batch_norm=True), scoring=ScoringConfig())
+# The default's CAE alone (the head ablation), scored like the default: over the same flips.
+RECONSTRUCTION = DetectorConfig(
+    cae=CAEConfig(batch_norm=True), scoring=ScoringConfig(test_time_flips=("h", "v", "hv"))
+)
 
 PRESETS: dict[str, Preset] = {
     # What the project was specified from: 126² CAE with SSPCAB but without its loss, MSE only,
@@ -110,7 +113,7 @@ PRESETS: dict[str, Preset] = {
     "reconstruction": Preset(
         RECONSTRUCTION,
         TrainConfig(),
-        "126² CAE + SSPCAB with its loss, BatchNorm, L2+SSIM loss, smoothed SSIM+MSGMS map",
+        "126² CAE + SSPCAB with its loss, BatchNorm, L2+SSIM loss, smoothed SSIM+MSGMS map averaged over flips",
     ),
     # The project default: the reconstruction model trained on synthetic anomalies plus a
     # discriminative U-Net head (with SSPCAB); the anomaly map fuses the head's segmentation with

@@ -19,5 +19,6 @@ def test_the_default_preset_averages_over_every_flip_it_trains_with():
     assert preset("default", channels=3, augment="none").detector.scoring.test_time_flips == ()
 
 
-def test_the_starting_configuration_has_no_flips():
+def test_the_head_ablation_is_scored_over_the_same_flips_and_the_starting_configuration_over_none():
+    assert preset("reconstruction", channels=3).detector.scoring.test_time_flips == ("h", "v", "hv")
     assert PRESETS["starting"].detector.scoring.test_time_flips == ()
