@@ -45,6 +45,11 @@ class ModelInfo(BaseModel):
         description=f"how the anomaly map is computed: one of {', '.join(ANOMALY_MAPS)} "
         f"({FUSED_MAP}, the default, fuses the discriminative head with the reconstruction error)"
     )
+    test_time_flips: list[str] = Field(
+        default_factory=list,
+        description="flips of the image (h, v, hv) whose maps are averaged with its own; empty: the "
+        "image alone. Scores of checkpoints with different flips are not comparable",
+    )
     pixel_threshold: float = Field(
         description="calibrated anomaly-map value above which a pixel is defective"
     )
@@ -94,7 +99,8 @@ class InspectionResponse(BaseModel):
                         "created_at": "2025-01-31T10:00:00+00:00",
                         "input_size": 256,
                         "color_mode": "RGB",
-                        "anomaly_map": "ssim+gms",
+                        "anomaly_map": "head+ssim+gms",
+                        "test_time_flips": ["h", "v", "hv"],
                         "pixel_threshold": 0.41,
                         "image_threshold": 0.57,
                     },
@@ -131,6 +137,7 @@ class CategoryInfo(BaseModel):
     input_size: int | None = None
     color_mode: ColorMode | None = None
     anomaly_map: str | None = None
+    test_time_flips: list[str] | None = None
     pixel_threshold: float | None = None
     image_threshold: float | None = None
     calibration: dict[str, Any] | None = Field(default=None, description="how the thresholds were derived")
@@ -152,7 +159,8 @@ class CategoryInfo(BaseModel):
                     "created_at": "2025-01-31T10:00:00+00:00",
                     "input_size": 256,
                     "color_mode": "RGB",
-                    "anomaly_map": "ssim+gms",
+                    "anomaly_map": "head+ssim+gms",
+                    "test_time_flips": ["h", "v", "hv"],
                     "pixel_threshold": 0.41,
                     "image_threshold": 0.57,
                     "calibration": {"method": "normal-quantile", "score_scale": 0.05},

@@ -26,6 +26,7 @@ def category_info(entry: ModelEntry) -> CategoryInfo:
             "input_size": checkpoint.input_size,
             "color_mode": checkpoint.color_mode,  # validated by load_checkpoint
             "anomaly_map": checkpoint.detector.config.scoring.anomaly_map,
+            "test_time_flips": list(checkpoint.detector.config.scoring.test_time_flips),
             "pixel_threshold": checkpoint.calibration.pixel_threshold,
             "image_threshold": checkpoint.calibration.image_threshold,
             "calibration": checkpoint.calibration.to_dict(),

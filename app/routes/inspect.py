@@ -119,6 +119,7 @@ def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
         input_size=checkpoint.input_size,
         color_mode=cast(ColorMode, checkpoint.color_mode),
         anomaly_map=checkpoint.detector.config.scoring.anomaly_map,
+        test_time_flips=list(checkpoint.detector.config.scoring.test_time_flips),
         pixel_threshold=checkpoint.calibration.pixel_threshold,
         image_threshold=checkpoint.calibration.image_threshold,
     )

@@ -15,7 +15,7 @@ from app.decode import decode_image
 from app.inference import run_batch
 from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.detector import with_texture
+from models.detector import with_test_time_flips, with_texture
 from models.preprocess import to_model_input
 from tests.app.conftest import (
     GREY_CATEGORY,
@@ -58,6 +58,7 @@ async def test_raw_png_body(served):
     assert body["category"] == RGB_CATEGORY
     model = body["model"]
     assert model["input_size"] == 24 and model["color_mode"] == "RGB" and model["anomaly_map"] == "l2"
+    assert model["test_time_flips"] == []  # the test checkpoint scores the image alone
     assert (model["pixel_threshold"], model["image_threshold"]) == (0.05, 0.1)
     assert model["version"].startswith(model["created_at"])
     (result,) = body["results"]
@@ -506,3 +507,25 @@ async def test_a_checkpoint_with_a_head_is_served_with_the_heads_map(tmp_path, a
         (without,) = run_batch(load_checkpoint(path), [image], [None], torch.device("cpu"))
         assert without.score == pytest.approx(alone.score, rel=1e-5)
         assert np.abs(without.anomaly_map.astype(int) - alone.anomaly_map.astype(int)).max() > 5
+
+
+async def test_a_checkpoint_with_test_time_flips_is_served_over_its_views_and_says_so(tmp_path):
+    calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1)
+    plain = head_detector(anomaly_map="head+ssim+gms")
+    flipped = with_test_time_flips(plain, ("h", "v", "hv"))
+    for detector, name in ((plain, "plain"), (flipped, "flipped")):
+        detector.set_map_scales(0.2, 0.05)
+        save_checkpoint(tmp_path / f"{name}.safetensors", detector, category=name, calibration=calibration)
+    blob = png_bytes(40, 30, seed=7)
+    image = decode_image(blob, "RGB", 10**6)
+    (alone,) = run_batch(
+        load_checkpoint(tmp_path / "flipped.safetensors"), [image], [None], torch.device("cpu")
+    )
+    async with serve(make_settings(tmp_path)) as (_, client):
+        flipped_answer = (await client.post("/inspect/flipped", content=blob, headers=PNG)).json()
+        plain_answer = (await client.post("/inspect/plain", content=blob, headers=PNG)).json()
+    assert flipped_answer["model"]["test_time_flips"] == ["h", "v", "hv"]
+    assert plain_answer["model"]["test_time_flips"] == []
+    (flipped_result,), (plain_result,) = flipped_answer["results"], plain_answer["results"]
+    assert flipped_result["score"] == pytest.approx(alone.score, rel=1e-5)  # the views, as offline
+    assert flipped_result["score"] != pytest.approx(plain_result["score"], rel=1e-3)
