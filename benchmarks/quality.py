@@ -70,30 +70,27 @@ CONFIGURATIONS = {
     ),
     "default": Configuration("default", "default", (), "preset default"),
     # The default's own weights with a part of its map removed: what each part adds.
-    "default-no-texture": Configuration(
-        "default-no-texture",
-        "default",
-        description="the default's weights, head and SSIM+MSGMS error without the texture memory",
-        rescore=("default", ("--texture", "off")),
-    ),
-    "default-no-flips": Configuration(
-        "default-no-flips",
-        "default",
-        description="the default's weights and memory, the map of the image alone (no flipped views)",
-        rescore=("default", ("--test-time-flips", "none")),
-    ),
-    "default-head-map": Configuration(
-        "default-head-map",
-        "default",
-        description="the default's weights, the head's map alone",
-        rescore=("default", ("--anomaly-map", "head")),
-    ),
-    "default-error-map": Configuration(
-        "default-error-map",
-        "default",
-        description="the default's weights, the SSIM+MSGMS reconstruction error alone (CAE only)",
-        rescore=("default", ("--anomaly-map", "ssim+gms")),
-    ),
+    **{
+        name: Configuration(name, "default", description=description, rescore=("default", arguments))
+        for name, description, arguments in (
+            (
+                "default-no-texture",
+                "the default's weights, head and SSIM+MSGMS error without the texture memory",
+                ("--texture", "off"),
+            ),
+            (
+                "default-no-flips",
+                "the default's weights and memory, the map of the image alone (no flipped views)",
+                ("--test-time-flips", "none"),
+            ),
+            ("default-head-map", "the default's weights, the head's map alone", ("--anomaly-map", "head")),
+            (
+                "default-error-map",
+                "the default's weights, the SSIM+MSGMS reconstruction error alone (CAE only)",
+                ("--anomaly-map", "ssim+gms"),
+            ),
+        )
+    },
     # Ablations of the default, one part removed each.
     "default-no-head": Configuration(
         "default-no-head",
