@@ -2,20 +2,54 @@
 
 Using one function everywhere avoids train/serve skew: the service uploads each decoded uint8
 image to the device and resizes it there, exactly as the training data was resized.
+
+Two ways to fit an image of any shape into the model's square (``RESIZE_MODES``):
+- ``stretch`` resizes each side to the square's, so an elongated image is squashed along its long
+  side, by a different factor for each aspect ratio;
+- ``letterbox`` scales the image so that its long side fits, keeping its aspect ratio, centres
+  it and fills the rest of the square with its own mirror image (reflection padding). The texture
+  of a part keeps one scale in both directions whatever the image's shape, and the padding
+  continues the image without an edge that the autoencoder would have to learn. The map of the
+  padded band is cut off again when the map returns to the image's size.
+For a square image the two are the same.
 """
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+RESIZE_MODES = ("stretch", "letterbox")
 
-def to_model_input(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+
+class Region(NamedTuple):
+    """Where an image lies inside the model's square: rows top..top+height, columns left..left+width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def model_region(height: int, width: int, size: int, resize: str) -> Region:
+    """The part of the (size, size) model input that an (height, width) image fills."""
+    if resize == "stretch":
+        return Region(0, 0, size, size)
+    if resize != "letterbox":
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    scale = size / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    return Region((size - h) // 2, (size - w) // 2, h, w)
+
+
+def to_model_input(images: Sequence[torch.Tensor], size: int, resize: str = "stretch") -> torch.Tensor:
     """Stack images of any sizes into a model batch.
 
     Args:
         images: each (H, W, C) uint8, all with the model's number of channels, on one device.
         size: side of the square model input.
+        resize: one of RESIZE_MODES.
     Returns:
         (B, C, size, size) float32 in [0, 1], on the images' device.
     """
@@ -26,14 +60,48 @@ def to_model_input(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
         if image.ndim != 3:
             raise ValueError(f"expected an (H, W, C) image, got shape {tuple(image.shape)}")
         x = image.permute(2, 0, 1)[None].float().div_(255.0)  # (1, C, H, W)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        region = model_region(x.shape[-2], x.shape[-1], size, resize)
+        if x.shape[-2:] != (region.height, region.width):
+            x = F.interpolate(
+                x, size=(region.height, region.width), mode="bilinear", antialias=True, align_corners=False
+            )
+        if (region.height, region.width) != (size, size):
+            x = _mirror_pad(x, region, size)
         batch.append(x)
     return torch.cat(batch).clamp_(0.0, 1.0)  # (B, C, S, S)
 
 
-def to_image_size(amap: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """A (S, S) anomaly map resized to an image's own (height, width), bilinearly."""
+def _mirror_pad(x: torch.Tensor, region: Region, size: int) -> torch.Tensor:
+    """Pad (1, C, h, w) to (1, C, size, size) around ``region`` with its reflection.
+
+    A reflection needs a pad shorter than the image; a wider band (an image more than three times
+    as long as it is wide) reflects the padded image again, as a mirror tiling does.
+    """
+    pad_top, pad_left = region.top, region.left
+    pad_bottom, pad_right = size - region.height - pad_top, size - region.width - pad_left
+    while pad_top or pad_bottom or pad_left or pad_right:
+        h, w = x.shape[-2:]
+        step = [
+            min(p, limit - 1) for p, limit in ((pad_left, w), (pad_right, w), (pad_top, h), (pad_bottom, h))
+        ]
+        if not any(step):  # a one-pixel side has nothing to reflect
+            return F.pad(x, (pad_left, pad_right, pad_top, pad_bottom), mode="replicate")
+        x = F.pad(x, step, mode="reflect")
+        pad_left, pad_right, pad_top, pad_bottom = (
+            pad_left - step[0],
+            pad_right - step[1],
+            pad_top - step[2],
+            pad_bottom - step[3],
+        )
+    return x
+
+
+def to_image_size(amap: torch.Tensor, height: int, width: int, resize: str = "stretch") -> torch.Tensor:
+    """A (S, S) anomaly map back on an image's own (height, width) pixels: the image's region of
+    the model input (``model_region``), resized bilinearly."""
     if amap.shape == (height, width):
         return amap
+    top, left, h, w = model_region(height, width, amap.shape[-1], resize)
+    if (h, w) != amap.shape:
+        amap = amap[top : top + h, left : left + w]
     return F.interpolate(amap[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
