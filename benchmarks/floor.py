@@ -165,7 +165,10 @@ def stages(
     ]
 
     def preprocess() -> list[torch.Tensor]:
-        return [to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size) for a in decoded]
+        return [
+            to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size, checkpoint.resize)
+            for a in decoded
+        ]
 
     rows.append(stage("pre-process (upload, resize)", WORKER, *timed(preprocess, device, repeats, n)))
     size = best["batch_size"]
@@ -193,7 +196,7 @@ def stages(
     def postprocess() -> list:
         out = []
         for i, a in enumerate(decoded):
-            amap = to_image_size(output.anomaly_map[i], a.shape[0], a.shape[1])
+            amap = to_image_size(output.anomaly_map[i], *a.shape[:2], checkpoint.resize)
             out.append(
                 (defect_mask(amap, threshold).cpu().numpy(), map_levels(amap, threshold).cpu().numpy())
             )
@@ -229,14 +232,16 @@ def stages(
         )
     )
     rows.append(
-        naive_overlay_stage(decoded, postprocess_maps(output, decoded, threshold), threshold, device, repeats)
+        naive_overlay_stage(
+            decoded, postprocess_maps(output, decoded, checkpoint.resize), threshold, device, repeats
+        )
     )
     return rows
 
 
-def postprocess_maps(output, decoded: list[np.ndarray], threshold: float) -> list[np.ndarray]:
+def postprocess_maps(output, decoded: list[np.ndarray], resize: str) -> list[np.ndarray]:
     return [
-        to_image_size(output.anomaly_map[i], a.shape[0], a.shape[1]).float().cpu().numpy()
+        to_image_size(output.anomaly_map[i], *a.shape[:2], resize).float().cpu().numpy()
         for i, a in enumerate(decoded)
     ]
 
@@ -355,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     decoded = [decode_image(png, checkpoint.color_mode, 10**9) for png in images.pngs]
     inputs = torch.cat(
-        [to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size) for a in decoded]
+        [
+            to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size, checkpoint.resize)
+            for a in decoded
+        ]
     )
     by_batch = model_by_batch(checkpoint, inputs, args.batch_sizes, args.dtypes, args.repeats)
     first = [r for r in by_batch if r["dtype"] == args.dtypes[0]]

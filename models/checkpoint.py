@@ -53,6 +53,10 @@ class Checkpoint:
         return self.detector.config.input_size
 
     @property
+    def resize(self) -> str:
+        return self.detector.config.resize
+
+    @property
     def color_mode(self) -> str:
         return self.metadata["preprocessing"]["color_mode"]
 
@@ -61,7 +65,8 @@ def preprocessing_for(config: DetectorConfig) -> dict:
     return {
         "input_size": config.input_size,
         "color_mode": "RGB" if config.channels == 3 else "L",
-        "resize": "bilinear, antialiased, to a square",
+        "resize": config.resize,
+        "interpolation": "bilinear, antialiased",
         "value_range": [0.0, 1.0],
     }
 

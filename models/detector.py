@@ -15,6 +15,7 @@ from torch import nn
 from models.cae import CAE, CAEConfig
 from models.flips import flip_views, merge_views
 from models.head import DiscriminativeHead, HeadConfig
+from models.preprocess import RESIZE_MODES
 from models.scoring import (
     FUSED_MAP,
     HEAD_MAPS,
@@ -35,8 +36,11 @@ class DetectorConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     head: HeadConfig | None = None  # with a head, the map is the head's segmentation (or fused with it)
     texture: TextureConfig | None = None  # fused map only: a texture memory joins the pixel map
+    resize: str = "stretch"  # how an image fits the square input (``models.preprocess.RESIZE_MODES``)
 
     def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"DetectorConfig.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         uses_head = self.scoring.anomaly_map in HEAD_MAPS
         if uses_head != (self.head is not None):
             raise ValueError(
@@ -55,6 +59,7 @@ class DetectorConfig:
             "scoring": asdict(self.scoring),
             "head": asdict(self.head) if self.head else None,
             "texture": asdict(self.texture) if self.texture else None,
+            "resize": self.resize,
         }
 
     @classmethod
@@ -65,6 +70,7 @@ class DetectorConfig:
             scoring=ScoringConfig(**data["scoring"]),
             head=HeadConfig(**head) if head else None,
             texture=TextureConfig(**texture) if texture else None,
+            resize=data.get("resize", "stretch"),  # the only resize before letterboxing existed
         )
 
     @property

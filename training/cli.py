@@ -17,6 +17,7 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
+from models.preprocess import RESIZE_MODES
 from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS, ScoringConfig
 from models.texture_memory import TextureConfig
 from training import synth
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pixel-quantile", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="model input side (a multiple of the CAE's total pooling)")
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        help="how an image fits the square input: letterbox keeps its aspect ratio, stretch squashes "
+        "it (default: the preset's)",
+    )
     p.add_argument(
         "--anomaly-map",
         choices=ANOMALY_MAPS,
@@ -169,6 +176,8 @@ def cmd_fit(args) -> int:
         train_cfg = replace(train_cfg, epochs=None)
     if args.input_size:
         config = replace(config, cae=replace(config.cae, input_size=args.input_size))
+    if args.resize:
+        config = replace(config, resize=args.resize)
     if args.no_sspcab:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
@@ -187,8 +196,8 @@ def cmd_fit(args) -> int:
     print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
     train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
     started = time.perf_counter()
-    train = load_batch(train_paths, config.input_size, color_mode)
-    val = load_batch(val_paths, config.input_size, color_mode)
+    train = load_batch(train_paths, config.input_size, color_mode, config.resize)
+    val = load_batch(val_paths, config.input_size, color_mode, config.resize)
     torch.manual_seed(train_cfg.seed)
     detector = AnomalyDetector(config)
     result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
@@ -269,7 +278,7 @@ def cmd_calibrate(args) -> int:
     # The same normal images fit held out: same fraction, same seed.
     seed = training.get("seed", 0)
     train_paths, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), seed)
-    val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode)
+    val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize)
     if args.anomaly_map:
         detector = with_anomaly_map(checkpoint.detector, args.anomaly_map).to(device)
         checkpoint = replace(checkpoint, detector=detector)
@@ -283,7 +292,7 @@ def cmd_calibrate(args) -> int:
         texture = (detector.config.texture or TextureConfig()) if args.texture == "on" else None
         detector = with_texture(detector, texture).to(device)
         if detector.texture is not None:
-            train = load_batch(train_paths, checkpoint.input_size, checkpoint.color_mode)
+            train = load_batch(train_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize)
             detector.texture.remember(train, seed=seed)
         checkpoint = replace(checkpoint, detector=detector)
     if flips is not None:

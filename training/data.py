@@ -129,10 +129,13 @@ def detect_color_mode(paths: Sequence[Path], sample: int = 16) -> str:
     return "L"
 
 
-def load_batch(paths: Sequence[Path], size: int, color_mode: str, chunk: int = 64) -> torch.Tensor:
-    """Read and resize images into a (N, C, size, size) float tensor in [0, 1] (kept in memory)."""
+def load_batch(
+    paths: Sequence[Path], size: int, color_mode: str, resize: str = "stretch", chunk: int = 64
+) -> torch.Tensor:
+    """Read and resize images into a (N, C, size, size) float tensor in [0, 1] (kept in memory);
+    ``resize`` is one of ``models.preprocess.RESIZE_MODES``."""
     out = []
     for start in range(0, len(paths), chunk):
         arrays = [torch.from_numpy(read_image(p, color_mode)) for p in paths[start : start + chunk]]
-        out.append(to_model_input(arrays, size))
+        out.append(to_model_input(arrays, size, resize))
     return torch.cat(out)

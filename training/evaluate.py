@@ -82,10 +82,15 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
     """Score every test image with the checkpoint and compute the metrics."""
     if not any(s.is_anomalous for s in index.test) or all(s.is_anomalous for s in index.test):
         raise ValueError(f"{index.root / 'test'} needs both good and defective images to evaluate")
-    images = load_batch([s.path for s in index.test], checkpoint.input_size, checkpoint.color_mode)
+    images = load_batch(
+        [s.path for s in index.test], checkpoint.input_size, checkpoint.color_mode, checkpoint.resize
+    )
     scores_t, maps_t, recons = score_images(checkpoint.detector, images, device)
     masks = ground_truth(index)
-    maps = [to_image_size(m, *mask.shape).numpy() for m, mask in zip(maps_t, masks, strict=True)]
+    maps = [
+        to_image_size(m, mask.shape[0], mask.shape[1], checkpoint.resize).numpy()
+        for m, mask in zip(maps_t, masks, strict=True)
+    ]
     scores = scores_t.numpy().astype(np.float64)
     defects = [s.defect for s in index.test]
     labels = np.array([s.is_anomalous for s in index.test])

@@ -3,6 +3,7 @@
 import json
 import pickle
 import struct
+from dataclasses import replace
 
 import pytest
 import torch
@@ -150,6 +151,25 @@ def test_invalid_model_metadata(tiny_checkpoint, tmp_path):
     metadata["model"]["cae"]["input_size"] = 25
     path = _rewrite(tiny_checkpoint, tmp_path / "bad_model.safetensors", metadata=metadata)
     _assert_error(path, "invalid model or calibration metadata")
+
+
+def test_the_resize_mode_travels_in_the_checkpoint_and_older_ones_read_as_stretch(tmp_path):
+    detector = AnomalyDetector(replace(tiny_config(), resize="letterbox")).eval()
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    path = save_checkpoint(tmp_path / "lb.safetensors", detector, category="lb", calibration=calibration)
+    assert read_metadata(path)["preprocessing"]["resize"] == "letterbox"
+    assert load_checkpoint(path).resize == "letterbox"
+    _, metadata = _contents(path)
+    del metadata["model"]["resize"]  # written before the letterbox existed
+    older = _rewrite(path, tmp_path / "older.safetensors", metadata=metadata)
+    assert load_checkpoint(older).resize == "stretch"
+
+
+def test_unknown_resize_mode(tiny_checkpoint, tmp_path):
+    _, metadata = _contents(tiny_checkpoint)
+    metadata["model"]["resize"] = "crop"
+    path = _rewrite(tiny_checkpoint, tmp_path / "crop.safetensors", metadata=metadata)
+    _assert_error(path, "resize must be one of")
 
 
 def test_missing_tensor(tiny_checkpoint, tmp_path):

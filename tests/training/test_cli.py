@@ -81,6 +81,16 @@ def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     assert not [name for name in names if "sspcab" in name]
 
 
+def test_letterbox_fit_records_its_resize_and_evaluates_at_the_images_own_size(fitted, tmp_path, capsys):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "letterbox.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--resize", "letterbox"))
+    assert code == 0
+    assert read_metadata(checkpoint)["preprocessing"]["resize"] == "letterbox"
+    assert main(_args(data, "evaluate", "--checkpoint", str(checkpoint))) == 0
+    assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
+
+
 def test_on_collapse_reaches_the_training_config(fitted, tmp_path):
     data, _, _ = fitted
     checkpoint = tmp_path / "starting.safetensors"
