@@ -80,14 +80,16 @@ def run_batch(
     """
     calibration = checkpoint.calibration
     tensors = [torch.from_numpy(image).to(device, non_blocking=True) for image in images]
-    x = to_model_input(tensors, checkpoint.input_size)  # (B, C, S, S)
+    x = to_model_input(tensors, checkpoint.input_size, checkpoint.resize)  # (B, C, S, S)
     output = checkpoint.detector(x)
     normalized = calibration.normalize(output.image_score)  # (B,)
     masks, levels, areas, used = [], [], [], []
     for i, image in enumerate(images):
         override = pixel_thresholds[i]
         threshold = calibration.pixel_threshold if override is None else override
-        amap = to_image_size(output.anomaly_map[i], image.shape[0], image.shape[1])  # (H, W)
+        amap = to_image_size(
+            output.anomaly_map[i], image.shape[0], image.shape[1], checkpoint.resize
+        )  # (H, W)
         mask = defect_mask(amap, threshold)  # (H, W) bool
         masks.append(mask)
         levels.append(map_levels(amap, calibration.pixel_threshold))

@@ -8,6 +8,7 @@ from app.registry import LoadState
 from models.scoring import ANOMALY_MAPS, FUSED_MAP
 
 ColorMode = Literal["RGB", "L"]
+ResizeMode = Literal["stretch", "letterbox"]  # models.preprocess.RESIZE_MODES
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
 
 
@@ -40,6 +41,11 @@ class ModelInfo(BaseModel):
     version: str = Field(description="checkpoint creation time and the first 8 hex digits of its SHA-256")
     created_at: str | None
     input_size: int = Field(description="side of the square the image is resized to for the model")
+    resize: ResizeMode = Field(
+        default="stretch",
+        description="how the image fits that square: stretch squashes it, letterbox keeps its aspect "
+        "ratio and mirrors it into the rest; either way the mask covers the image's own pixels",
+    )
     color_mode: ColorMode = Field(description="images are converted to this mode before inference")
     anomaly_map: str = Field(
         description=f"how the anomaly map is computed: one of {', '.join(ANOMALY_MAPS)} "
@@ -98,6 +104,7 @@ class InspectionResponse(BaseModel):
                         "version": "2025-01-31T10:00:00+00:00-3fa2c91b",
                         "created_at": "2025-01-31T10:00:00+00:00",
                         "input_size": 256,
+                        "resize": "letterbox",
                         "color_mode": "RGB",
                         "anomaly_map": "head+ssim+gms",
                         "test_time_flips": ["h", "v", "hv"],
@@ -135,6 +142,7 @@ class CategoryInfo(BaseModel):
     version: str | None = None
     created_at: str | None = None
     input_size: int | None = None
+    resize: ResizeMode | None = None
     color_mode: ColorMode | None = None
     anomaly_map: str | None = None
     test_time_flips: list[str] | None = None
@@ -158,6 +166,7 @@ class CategoryInfo(BaseModel):
                     "version": "2025-01-31T10:00:00+00:00-3fa2c91b",
                     "created_at": "2025-01-31T10:00:00+00:00",
                     "input_size": 256,
+                    "resize": "letterbox",
                     "color_mode": "RGB",
                     "anomaly_map": "head+ssim+gms",
                     "test_time_flips": ["h", "v", "hv"],

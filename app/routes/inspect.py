@@ -23,7 +23,7 @@ from app.errors import RETRY_AFTER_S, CategoryUnavailable, NotAcceptable, Servic
 from app.registry import LoadState, ModelEntry
 from app.results import DEFAULT_INCLUDE, INCLUDABLE, build_result, overlay_png, parse_include
 from app.routes.openapi import DocumentedRoute, error_responses
-from app.schemas import ColorMode, InspectionResponse, ModelInfo
+from app.schemas import ColorMode, InspectionResponse, ModelInfo, ResizeMode
 from app.services import ServicesDep
 from app.uploads import Upload, read_uploads
 from models.checkpoint import Checkpoint
@@ -117,6 +117,7 @@ def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
         version=entry.version or "",
         created_at=checkpoint.metadata.get("created_at"),
         input_size=checkpoint.input_size,
+        resize=cast(ResizeMode, checkpoint.resize),
         color_mode=cast(ColorMode, checkpoint.color_mode),
         anomaly_map=checkpoint.detector.config.scoring.anomaly_map,
         test_time_flips=list(checkpoint.detector.config.scoring.test_time_flips),

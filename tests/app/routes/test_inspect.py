@@ -5,6 +5,7 @@ import asyncio
 import base64
 import io
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from app.decode import decode_image
 from app.inference import run_batch
 from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.detector import with_test_time_flips, with_texture
-from models.preprocess import to_model_input
+from models.detector import AnomalyDetector, with_test_time_flips, with_texture
+from models.preprocess import to_image_size, to_model_input
 from tests.app.conftest import (
     GREY_CATEGORY,
     RGB_CATEGORY,
@@ -29,6 +30,7 @@ from tests.app.conftest import (
     spy_on,
     wait_until,
 )
+from tests.conftest import tiny_config
 from tests.models.test_head import head_detector
 from tests.models.test_texture_memory import texture_detector
 
@@ -529,3 +531,30 @@ async def test_a_checkpoint_with_test_time_flips_is_served_over_its_views_and_sa
     (flipped_result,), (plain_result,) = flipped_answer["results"], plain_answer["results"]
     assert flipped_result["score"] == pytest.approx(alone.score, rel=1e-5)  # the views, as offline
     assert flipped_result["score"] != pytest.approx(plain_result["score"], rel=1e-3)
+
+
+async def test_a_letterbox_checkpoint_keeps_the_aspect_ratio_and_maps_back_onto_the_image(tmp_path):
+    torch.manual_seed(0)
+    calibration = Calibration(pixel_threshold=0.02, image_threshold=0.5, score_scale=0.1)
+    stretch = AnomalyDetector(tiny_config()).eval()
+    letterbox = AnomalyDetector(replace(tiny_config(), resize="letterbox")).eval()
+    letterbox.load_state_dict(stretch.state_dict())  # the same weights: only the resize differs
+    for detector, name in ((stretch, "stretch"), (letterbox, "letterbox")):
+        save_checkpoint(tmp_path / f"{name}.safetensors", detector, category=name, calibration=calibration)
+    image = random_image(16, 48, seed=3)  # 3:1
+    async with serve(make_settings(tmp_path)) as (_, client):
+        answers = {
+            name: (await client.post(f"/inspect/{name}", content=encode(image), headers=PNG)).json()
+            for name in ("stretch", "letterbox")
+        }
+    assert answers["letterbox"]["model"]["resize"] == "letterbox"
+    assert answers["stretch"]["model"]["resize"] == "stretch"
+    with torch.inference_mode():
+        output = letterbox(to_model_input([torch.from_numpy(image)], 24, "letterbox"))
+    amap = to_image_size(output.anomaly_map[0], 16, 48, "letterbox")  # the image's band, resized
+    (result,) = answers["letterbox"]["results"]
+    assert result["score"] == pytest.approx(float(output.image_score[0]), rel=1e-5)
+    mask = np.asarray(png_of(result["mask_png"])) > 0
+    assert mask.shape == (16, 48)
+    assert np.array_equal(mask, (amap > 0.02).numpy())
+    assert result["score"] != pytest.approx(answers["stretch"]["results"][0]["score"], rel=1e-3)
