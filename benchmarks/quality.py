@@ -15,7 +15,8 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 ``default-no-texture`` (the default's own weights recalibrated without the texture memory),
 ``default-no-flips`` (the same without test-time flip averaging), and ``default-head-map`` and
 ``default-error-map`` (recalibrated with one part of the fused map alone; these four need no
-training, only ``default`` in the same ``--out``), the ablations
+training, only ``default`` in the same ``--out``), ``default-letterbox`` (the default trained and
+scored on letterboxed images, ``fit --resize letterbox``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
 (``fit --on-collapse warn``) and measured; its row says at which epoch. Results go to ``--out``
@@ -91,6 +92,12 @@ CONFIGURATIONS = {
             ),
         )
     },
+    "default-letterbox": Configuration(
+        "default-letterbox",
+        "default",
+        ("--resize", "letterbox"),
+        "default on letterboxed images: aspect ratio kept, mirrored into the square",
+    ),
     # Ablations of the default, one part removed each.
     "default-no-head": Configuration(
         "default-no-head",
