@@ -32,6 +32,7 @@ class EvaluationRun:
     reconstructions: torch.Tensor  # (N, C, S, S)
     maps: list[np.ndarray]  # per image, at the ground truth's resolution
     masks: list[np.ndarray]  # per image ground truth (all False for good images)
+    resize: str = "stretch"  # how the images became model inputs (``models.preprocess``)
 
 
 def ground_truth(index: CategoryIndex) -> list[np.ndarray]:
@@ -118,4 +119,4 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
         "category": index.category,
         "checkpoint": str(checkpoint.path),
     }
-    return EvaluationRun(metrics, defects, scores, images, recons, maps, masks)
+    return EvaluationRun(metrics, defects, scores, images, recons, maps, masks, checkpoint.resize)

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from models.preprocess import model_region
 from training.evaluate import HEADLINE, EvaluationRun
 from training.metrics import pro_curve, roc_curve
 
@@ -104,14 +106,21 @@ def _pick_examples(run: EvaluationRun, per_type: int = 1, goods: int = 2) -> lis
     return picks[:10]
 
 
+def image_part(x: torch.Tensor, shape: tuple[int, ...], resize: str) -> np.ndarray:
+    """The (h, w[, C]) part of a (C, S, S) model input that shows an image of ``shape``: without a
+    letterbox's mirrored band, which is not the image."""
+    top, left, h, w = model_region(shape[0], shape[1], x.shape[-1], resize)
+    return x[:, top : top + h, left : left + w].permute(1, 2, 0).squeeze(-1).numpy()
+
+
 def _examples(run: EvaluationRun, threshold: float, out: Path) -> None:
     plt = _pyplot()
     picks = _pick_examples(run)
     fig, axes = plt.subplots(len(picks), 4, figsize=(10, 2.5 * len(picks)), squeeze=False)
     vmax = max(float(np.percentile(np.concatenate([run.maps[i].ravel() for i in picks]), 99.9)), threshold)
     for row, i in enumerate(picks):
-        image = run.images[i].permute(1, 2, 0).squeeze(-1).numpy()
-        recon = run.reconstructions[i].permute(1, 2, 0).squeeze(-1).numpy()
+        image = image_part(run.images[i], run.masks[i].shape, run.resize)
+        recon = image_part(run.reconstructions[i], run.masks[i].shape, run.resize)
         cmap = "gray" if image.ndim == 2 else None
         panels = [
             (image, cmap, f"{run.defects[i]}  score {run.scores[i]:.4g}"),

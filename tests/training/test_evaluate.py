@@ -13,7 +13,7 @@ from training.data import CategoryIndex, index_category
 from training.defects import DEFECTS
 from training.evaluate import HEADLINE, evaluate, ground_truth
 from training.metrics import auroc
-from training.report import headline, write_loss_curve, write_report
+from training.report import headline, image_part, write_loss_curve, write_report
 from training.synth import write_category
 
 CPU = torch.device("cpu")
@@ -113,3 +113,12 @@ def test_loss_curve(tmp_path):
     path = write_loss_curve(history, tmp_path / "loss.png")
     with Image.open(path) as image:
         assert image.format == "PNG"
+
+
+def test_report_panels_show_the_image_without_a_letterboxs_band():
+    x = torch.zeros(3, 12, 12)
+    x[:, 3:9] = 1.0  # a 1:2 image letterboxed into rows 3..8
+    part = image_part(x, (20, 40), "letterbox")
+    assert part.shape == (6, 12, 3) and part.min() == 1.0
+    assert image_part(x, (20, 40), "stretch").shape == (12, 12, 3)
+    assert image_part(x[:1], (20, 40), "letterbox").shape == (6, 12)  # greyscale: (h, w)
