@@ -81,7 +81,7 @@ def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     assert not [name for name in names if "sspcab" in name]
 
 
-def test_letterbox_fit_records_its_resize_and_evaluates_at_the_images_own_size(fitted, tmp_path, capsys):
+def test_letterbox_fit_records_its_resize_and_its_checkpoint_evaluates(fitted, tmp_path, capsys):
     data, _, _ = fitted
     checkpoint = tmp_path / "letterbox.safetensors"
     code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--resize", "letterbox"))
