@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         default_factory=default_codec_workers, ge=1, le=256, description="threads that decode and encode"
     )
     torch_threads: int = Field(
-        0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: the cores the codecs leave"
+        0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: one per core"
     )
     api_keys: SecretStr | None = Field(
         None,
@@ -176,13 +176,18 @@ class Settings(BaseSettings):
 
     @property
     def cpu_torch_threads(self) -> int:
-        """Torch threads for CPU inference: as set, else the cores left over by the codec pool.
+        """Torch threads for CPU inference: as set, else one per core.
 
-        Torch's default, one thread per core, oversubscribes the CPU once the codec pool is busy too,
-        and OpenMP threads that wait on each other then lose whole scheduler slices: on a 2-core
-        machine it cut the throughput at 32 concurrent clients tenfold.
+        The model is most of the CPU work of an inspection (with the default's four flipped views,
+        about 170 of 185 ms of CPU per 512² image on this 2-core machine; decode and overlay encode
+        about 15), so the codec threads mostly wait and the model should have every core. Leaving
+        the codec pool's cores to it instead (the rule until 2026-11-27, which gave one thread on 2
+        cores) measured worse at every load: demo weights, 2 cores, 32 clients 5.2 against 9.3
+        images/s, one client 5.8 against 9.1; without the flips 18.8 against 20.8 and 12.0 against
+        15.5 (BENCHMARKS.md §1). A host whose codecs dominate (large images, little model) can set
+        INSPECT_TORCH_THREADS lower.
         """
-        return self.torch_threads or max(1, (os.cpu_count() or 1) - self.codec_workers)
+        return self.torch_threads or max(1, os.cpu_count() or 1)
 
     @property
     def log_level_number(self) -> int:
