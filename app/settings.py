@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         """Torch threads for CPU inference: as set, else one per core.
 
         The model is most of the CPU work of an inspection (with the default's four flipped views,
-        about 170 of 185 ms of CPU per 512² image on this 2-core machine; decode and overlay encode
+        about 158 of 175 ms of CPU per 512² image on this 2-core machine; decode and overlay encode
         about 15), so the codec threads mostly wait and the model should have every core. Leaving
         the codec pool's cores to it instead (the rule until 2026-11-27, which gave one thread on 2
         cores) measured worse at every load: demo weights, 2 cores, 32 clients 5.2 against 9.3
@@ -187,7 +187,7 @@ class Settings(BaseSettings):
         15.5 (BENCHMARKS.md §1). A host whose codecs dominate (large images, little model) can set
         INSPECT_TORCH_THREADS lower.
         """
-        return self.torch_threads or max(1, os.cpu_count() or 1)
+        return self.torch_threads or os.cpu_count() or 1
 
     @property
     def log_level_number(self) -> int:
