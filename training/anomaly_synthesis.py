@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from training.seamless import seamless_clone
 from training.textures import KINDS, make_texture, perlin_noise
 
 MIN_CHANGE = 1.5 / 255  # a pixel belongs to the anomaly when some channel moved at least this much
@@ -61,7 +62,7 @@ def anomaly_source(
 
 
 def synthesize(
-    image: np.ndarray, other: np.ndarray, rng: np.random.Generator
+    image: np.ndarray, other: np.ndarray, rng: np.random.Generator, seamless: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste one synthetic anomaly into a normal image.
 
@@ -69,6 +70,9 @@ def synthesize(
         image: (C, S, S) float32 in [0, 1], the normal image.
         other: (C, S, S) another normal image, a possible source.
         rng: everything random comes from it.
+        seamless: probability that a blob is cloned seamlessly (``training.seamless``: no seam, no
+            brightness step at its edge) instead of pasted; strokes are always pasted, since a
+            seamless clone of a line a few pixels wide is nearly its surroundings.
     Returns:
         The augmented image (C, S, S) float32 and its exact mask (S, S) bool; the mask is empty only
         if three draws in a row changed nothing visibly (then the image is returned unchanged).
@@ -78,6 +82,8 @@ def synthesize(
         shape = SHAPES[int(rng.random() < 0.3)]  # 70 % blobs, 30 % strokes
         region = perlin_region(size, rng) if shape == "perlin" else stroke_region(size, rng)
         source = anomaly_source(image, other, rng)
+        if seamless and shape == "perlin" and rng.random() < seamless:  # no draw when off: same stream
+            source = seamless_clone(image, source, region)
         keep = rng.uniform(0.0, 0.8)  # opacity of the original inside the region (DRAEM's β)
         blended = (1 - keep) * source + keep * image
         changed = region & (np.abs(blended - image).max(axis=0) >= MIN_CHANGE)
@@ -88,9 +94,10 @@ def synthesize(
 
 
 def synthesize_batch(
-    images: torch.Tensor, rng: np.random.Generator, probability: float = 0.5
+    images: torch.Tensor, rng: np.random.Generator, probability: float = 0.5, seamless: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Give each image of a (B, C, S, S) batch an anomaly with ``probability``.
+    """Give each image of a (B, C, S, S) batch an anomaly with ``probability`` (blobs cloned
+    seamlessly with probability ``seamless``).
 
     Returns:
         The augmented batch (B, C, S, S) and masks (B, S, S) float {0, 1}, on the batch's device.
@@ -100,6 +107,6 @@ def synthesize_batch(
     for i in range(array.shape[0]):
         if rng.random() < probability:
             other = array[int(rng.integers(array.shape[0]))]
-            out[i], mask = synthesize(array[i], other, rng)
+            out[i], mask = synthesize(array[i], other, rng, seamless)
             masks[i] = mask
     return torch.from_numpy(out).to(images.device), torch.from_numpy(masks).to(images.device)

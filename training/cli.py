@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ablation: no SSPCAB block in the autoencoder or the head (and so no SSPCAB loss)",
     )
+    p.add_argument(
+        "--seamless-probability",
+        type=float,
+        help="share of synthetic blob anomalies cloned seamlessly (Poisson) instead of pasted",
+    )
     p.add_argument("--augment", choices=("none", "flip", "flip+rot90"))
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     p.add_argument("--val-fraction", type=float)
@@ -163,6 +168,7 @@ def cmd_fit(args) -> int:
         ssim_loss_weight=args.ssim_loss_weight,
         sspcab_loss_weight=args.sspcab_loss_weight,
         augment=args.augment,
+        seamless_probability=args.seamless_probability,
         patience=args.patience,
         val_fraction=args.val_fraction,
         image_quantile=args.image_quantile,

@@ -40,6 +40,7 @@ class TrainConfig:
     segmentation_loss_weight: float = 1.0  # focal loss of the discriminative head (head presets only)
     focal_gamma: float = 2.0
     anomaly_probability: float = 0.5  # head presets: share of training images given a synthetic anomaly
+    seamless_probability: float = 0.0  # head presets: share of blob anomalies cloned without a seam
     augment: str = "flip"  # "none", "flip" (horizontal+vertical), "flip+rot90"
     val_fraction: float = 0.1  # held-out normal images for early stopping and calibration
     patience: int = 15  # epochs without validation improvement before stopping; 0 disables
@@ -73,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"--on-collapse must be one of {ON_COLLAPSE}, got {self.on_collapse!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        for name in ("anomaly_probability", "seamless_probability"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         # Checked here, not only where they are used, so a bad value fails before training, not after.
         for name in ("val_fraction", "image_quantile", "pixel_quantile"):
             if not 0 < getattr(self, name) < 1:

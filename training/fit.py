@@ -101,7 +101,7 @@ def training_loss(
     """One batch's loss. With a head, inputs carry synthetic anomalies and the target stays clean."""
     inputs, masks = x, None
     if detector.head is not None:
-        inputs, masks = synthesize_batch(x, rng, config.anomaly_probability)
+        inputs, masks = synthesize_batch(x, rng, config.anomaly_probability, config.seamless_probability)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         recon, sspcab_loss = detector.cae.forward_with_loss(inputs)
         logits = detector.head(inputs, recon) if detector.head is not None else None
@@ -174,7 +174,11 @@ def fit(
     train, val = train.to(device), val.to(device)
     mean_image = train.mean(dim=0, keepdim=True)
     # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
-    anomalies = synthesize_batch(val, np.random.default_rng([config.seed, 1]), 1.0) if detector.head else None
+    anomalies = (
+        synthesize_batch(val, np.random.default_rng([config.seed, 1]), 1.0, config.seamless_probability)
+        if detector.head
+        else None
+    )
     optimizer = torch.optim.Adam(detector.parameters(), lr=config.learning_rate)
     epochs = config.epochs_for(train.shape[0])
     scheduler = learning_rate_schedule(

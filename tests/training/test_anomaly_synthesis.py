@@ -20,11 +20,12 @@ def _images(channels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((channels, 48, 48), dtype=np.float32), rng.random((channels, 48, 48), dtype=np.float32)
 
 
+@pytest.mark.parametrize("seamless", [0.0, 1.0])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("seed", range(6))
-def test_mask_is_exactly_the_changed_pixels(channels, seed):
+def test_mask_is_exactly_the_changed_pixels(channels, seed, seamless):
     image, other = _images(channels, seed)
-    out, mask = synthesize(image, other, np.random.default_rng(seed))
+    out, mask = synthesize(image, other, np.random.default_rng(seed), seamless)
     changed = np.abs(out - image).max(axis=0) > 0
     assert mask.any()
     assert np.array_equal(mask, changed)

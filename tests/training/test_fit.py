@@ -182,6 +182,8 @@ def test_resolve_device():
         ("val_fraction", 1.0, "--val-fraction"),
         ("image_quantile", 1.5, "--image-quantile"),
         ("pixel_quantile", 0.0, "--pixel-quantile"),
+        ("anomaly_probability", 1.5, "--anomaly-probability"),
+        ("seamless_probability", -0.1, "--seamless-probability"),
     ],
 )
 def test_train_config_validation_names_the_flag(field, value, flag):
