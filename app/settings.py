@@ -7,7 +7,6 @@ start with a ``SettingsError`` that names the environment variable and the fix.
 """
 
 import logging
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.cpus import usable_cpus
 
 ENV_PREFIX = "INSPECT_"
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -24,7 +25,7 @@ CUDA_BATCH_SIZE, CPU_BATCH_SIZE = 16, 2  # INSPECT_MAX_BATCH_SIZE when unset (Se
 
 
 def default_codec_workers() -> int:
-    return min(8, os.cpu_count() or 1)
+    return min(8, usable_cpus())
 
 
 def split_api_keys(text: str, separator: str | None = ",") -> list[str]:
@@ -185,9 +186,10 @@ class Settings(BaseSettings):
         cores) measured worse at every load: demo weights, 2 cores, 32 clients 5.2 against 9.3
         images/s, one client 5.8 against 9.1; without the flips 18.8 against 20.8 and 12.0 against
         15.5 (BENCHMARKS.md §1). A host whose codecs dominate (large images, little model) can set
-        INSPECT_TORCH_THREADS lower.
+        INSPECT_TORCH_THREADS lower. "Core" means one this process may use (``app.cpus``): a
+        container's CPU quota counts, not the host's cores.
         """
-        return self.torch_threads or os.cpu_count() or 1
+        return self.torch_threads or usable_cpus()
 
     @property
     def log_level_number(self) -> int:

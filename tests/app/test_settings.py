@@ -21,12 +21,13 @@ def test_defaults_match_the_issue(monkeypatch):
 
 
 def test_cpu_torch_threads_default_to_one_per_core(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("app.settings.usable_cpus", lambda: 16)
     assert load_settings(codec_workers=8).cpu_torch_threads == 16
     assert load_settings(codec_workers=16).cpu_torch_threads == 16  # the codec threads mostly wait
     assert load_settings(codec_workers=8, torch_threads=3).cpu_torch_threads == 3
-    monkeypatch.setattr("os.cpu_count", lambda: None)  # unknown: one thread
-    assert load_settings().cpu_torch_threads == 1
+    assert load_settings().codec_workers == 8  # at most 8 by default
+    monkeypatch.setattr("app.settings.usable_cpus", lambda: 2)  # e.g. a container limited to 2 CPUs
+    assert (load_settings().cpu_torch_threads, load_settings().codec_workers) == (2, 2)
 
 
 def test_environment_variables_are_read(monkeypatch, tmp_path):
