@@ -6,8 +6,7 @@ area (DRAEM's masks) or thin random-walk strokes (scratch- and crack-like, the s
 defects that reconstruction error misses). Sources need no download: procedural textures, another
 normal image, the image itself shifted and turned (cut-paste style), or a brightness/contrast change
 of the region. The mask is exactly the set of pixels that changed visibly, so the head is never
-taught to call an unchanged pixel defective; and a changed pixel with fewer than two changed
-neighbours is restored instead, so it is never taught that an isolated speck is a defect.
+taught to call an unchanged pixel defective.
 """
 
 import numpy as np
@@ -18,7 +17,6 @@ from training.seamless import seamless_clone
 from training.textures import KINDS, make_texture, perlin_noise
 
 MIN_CHANGE = 1.5 / 255  # a pixel belongs to the anomaly when some channel moved at least this much
-MIN_NEIGHBOURS = 2  # ... and at least this many of its 8 neighbours did too (see ``connected``)
 SHAPES = ("perlin", "stroke")
 SOURCES = ("texture", "other", "self", "intensity")
 
@@ -42,19 +40,6 @@ def stroke_region(size: int, rng: np.random.Generator) -> np.ndarray:
     region[points[:, 0], points[:, 1]] = True
     width = int(rng.integers(1, 4))
     return ndimage.binary_dilation(region, iterations=width - 1) if width > 1 else region
-
-
-def connected(changed: np.ndarray) -> np.ndarray:
-    """The changed pixels with at least MIN_NEIGHBOURS changed 8-neighbours, (S, S) bool.
-
-    Where a source resembles the image (another normal image, a low opacity), only scattered
-    pixels pass MIN_CHANGE: sensor-noise-like specks that every normal image has. Labelled as a
-    defect, they teach the head to fire on normal noise; on tire and magnetic_tile training images
-    9–13 % of the anomalies were over 30 % such specks. A line keeps its pixels (two neighbours along
-    it; its two end pixels go), a blob its body.
-    """
-    neighbours = ndimage.convolve(changed.astype(np.int32), np.ones((3, 3), np.int32), mode="constant")
-    return changed & (neighbours - 1 >= MIN_NEIGHBOURS)
 
 
 def anomaly_source(
@@ -101,7 +86,7 @@ def synthesize(
             source = seamless_clone(image, source, region)
         keep = rng.uniform(0.0, 0.8)  # opacity of the original inside the region (DRAEM's β)
         blended = (1 - keep) * source + keep * image
-        changed = connected(region & (np.abs(blended - image).max(axis=0) >= MIN_CHANGE))
+        changed = region & (np.abs(blended - image).max(axis=0) >= MIN_CHANGE)
         if changed.any():
             out = np.where(changed, blended, image).astype(np.float32)
             return out, changed

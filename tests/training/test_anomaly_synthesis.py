@@ -3,14 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from training.anomaly_synthesis import (
     MIN_CHANGE,
-    MIN_NEIGHBOURS,
     SOURCES,
     anomaly_source,
-    connected,
     perlin_region,
     stroke_region,
     synthesize,
@@ -34,20 +31,6 @@ def test_mask_is_exactly_the_changed_pixels(channels, seed, seamless):
     assert np.array_equal(mask, changed)
     assert (np.abs(out - image).max(axis=0)[mask] >= MIN_CHANGE).all()  # visible, not a rounding ghost
     assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
-
-
-def test_connected_drops_specks_and_keeps_lines_and_blobs():
-    changed = np.zeros((20, 20), dtype=bool)
-    changed[2, 2] = changed[2, 4] = True  # specks, each with no changed neighbour ...
-    changed[10, 10:12] = True  # ... or one
-    changed[5, 3:18] = True  # a line one pixel wide
-    changed[12:17, 12:17] = True  # a blob
-    kept = connected(changed)
-    assert not kept[2, 2] and not kept[2, 4] and not kept[10, 10:12].any()
-    assert kept[5, 4:17].all() and not kept[5, 3] and not kept[5, 17]  # the line loses its two ends
-    assert kept[12:17, 12:17].all()
-    neighbours = ndimage.convolve(changed.astype(int), np.ones((3, 3), int), mode="constant") - 1
-    assert np.array_equal(kept, changed & (neighbours >= MIN_NEIGHBOURS))
 
 
 @pytest.mark.parametrize("source", SOURCES)
