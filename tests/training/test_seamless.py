@@ -46,7 +46,9 @@ def test_empty_and_whole_image_regions():
     empty = np.zeros(image.shape[1:], dtype=bool)
     assert np.array_equal(seamless_clone(image, image + bump, empty), image.astype(np.float32))
     whole = np.ones(image.shape[1:], dtype=bool)  # nothing outside to meet: the source as it is
-    np.testing.assert_allclose(seamless_clone(image, image + bump, whole), np.clip(image + bump, 0, 1), atol=1e-4)
+    np.testing.assert_allclose(
+        seamless_clone(image, image + bump, whole), np.clip(image + bump, 0, 1), atol=1e-4
+    )
 
 
 def test_output_is_float32_in_range():
