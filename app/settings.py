@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         default_factory=default_codec_workers, ge=1, le=256, description="threads that decode and encode"
     )
     torch_threads: int = Field(
-        0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: one per core"
+        0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: one per usable CPU"
     )
     api_keys: SecretStr | None = Field(
         None,

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.cpus import usable_cpus
 from app.decode import decode_image
 from app.encode import encode_png, to_base64
 from app.inference import map_levels, run_batch
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data
         else synthetic_images(args.category, args.images, side)
     )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()  # what the service sizes its threads by
     print(
         f"floor of {path} on {device} ({torch.get_num_threads()} torch threads, {cores} cores): {images.describe()}",
         file=sys.stderr,
