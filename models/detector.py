@@ -6,6 +6,7 @@ It joins the reconstruction model (``models.cae``), the optional discriminative 
 exactly the same computation.
 """
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
@@ -37,10 +38,23 @@ class DetectorConfig:
     head: HeadConfig | None = None  # with a head, the map is the head's segmentation (or fused with it)
     texture: TextureConfig | None = None  # fused map only: a texture memory joins the pixel map
     resize: str = "stretch"  # how an image fits the square input (``models.preprocess.RESIZE_MODES``)
+    # Side of the square an image is resized to, when larger than the CAE's input: the CAE, head
+    # and texture memory are fully convolutional, so they score the whole larger square at once,
+    # having trained on CAE-sized crops of it (``training.fit.random_crops``). A defect keeps more
+    # pixels at the same cost per training step. None: the CAE's input size, no crops.
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"DetectorConfig.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.image_size is not None:
+            stride = math.prod(self.cae.pools)
+            if self.image_size < self.cae.input_size or self.image_size % stride:
+                raise ValueError(
+                    f"DetectorConfig.image_size must be at least the CAE's input size "
+                    f"({self.cae.input_size}) and a multiple of {stride} (the product of its pools), "
+                    f"got {self.image_size}; try {max(self.cae.input_size, round(self.image_size / stride) * stride)}"
+                )
         uses_head = self.scoring.anomaly_map in HEAD_MAPS
         if uses_head != (self.head is not None):
             raise ValueError(
@@ -60,6 +74,7 @@ class DetectorConfig:
             "head": asdict(self.head) if self.head else None,
             "texture": asdict(self.texture) if self.texture else None,
             "resize": self.resize,
+            "image_size": self.image_size,
         }
 
     @classmethod
@@ -71,11 +86,13 @@ class DetectorConfig:
             head=HeadConfig(**head) if head else None,
             texture=TextureConfig(**texture) if texture else None,
             resize=data.get("resize", "stretch"),  # the only resize before letterboxing existed
+            image_size=data.get("image_size"),  # older checkpoints score at the CAE's input size
         )
 
     @property
     def input_size(self) -> int:
-        return self.cae.input_size
+        """Side of the square every image is resized to before the detector sees it."""
+        return self.image_size or self.cae.input_size
 
     @property
     def channels(self) -> int:

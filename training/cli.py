@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--input-size", type=int, help="model input side (a multiple of the CAE's total pooling)")
     p.add_argument(
+        "--image-size",
+        type=int,
+        help="resize images to this side instead of the model input's and train on model-input crops "
+        "of them; the whole image is scored at this side (more pixels per defect, more inference "
+        "time: about (image size / input size)² as much)",
+    )
+    p.add_argument(
         "--resize",
         choices=RESIZE_MODES,
         help="how an image fits the square input: letterbox keeps its aspect ratio, stretch squashes "
@@ -182,6 +189,11 @@ def cmd_fit(args) -> int:
         train_cfg = replace(train_cfg, epochs=None)
     if args.input_size:
         config = replace(config, cae=replace(config.cae, input_size=args.input_size))
+    if args.image_size:
+        try:
+            config = replace(config, image_size=args.image_size)
+        except ValueError as err:
+            raise ValueError(f"--image-size {args.image_size}: {err}") from None
     if args.resize:
         config = replace(config, resize=args.resize)
     if args.no_sspcab:

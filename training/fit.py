@@ -80,6 +80,21 @@ def augment(batch: torch.Tensor, mode: str, generator: torch.Generator) -> torch
     return out
 
 
+def random_crops(batch: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random size × size window of each (C, S, S) image; the batch itself when S == size.
+
+    How a detector with ``DetectorConfig.image_size`` trains: its convolutional parts learn from
+    windows of the larger image at the cost of the CAE's input, and score the whole image later.
+    """
+    side = batch.shape[-1]
+    if side == size:
+        return batch
+    corners = torch.randint(0, side - size + 1, (batch.shape[0], 2), generator=generator).tolist()
+    return torch.stack(
+        [image[:, r : r + size, c : c + size] for image, (r, c) in zip(batch, corners, strict=True)]
+    )
+
+
 def reconstruction_loss(x: torch.Tensor, recon: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     loss = config.mse_loss_weight * F.mse_loss(recon, x)
     if config.ssim_loss_weight:
@@ -154,7 +169,8 @@ def fit(
 
     Args:
         detector: the detector to train: its CAE, and its discriminative head if it has one.
-        train: (N, C, S, S) normal training images in [0, 1], on any device.
+        train: (N, C, S, S) normal training images in [0, 1] at the detector's input size, on any
+            device; larger than the CAE's own input, they are cropped to it (``random_crops``).
         val: (M, C, S, S) held-out normal images.
         config: the training settings.
         device: where to train.
@@ -172,6 +188,7 @@ def fit(
     if device.type == "cuda":
         detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train, val = train.to(device), val.to(device)
+    crop = detector.config.cae.input_size  # smaller than the images with DetectorConfig.image_size
     mean_image = train.mean(dim=0, keepdim=True)
     # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
     anomalies = (
@@ -195,6 +212,7 @@ def fit(
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             x = augment(train[order[start : start + config.batch_size].to(device)], config.augment, generator)
+            x = random_crops(x, crop, generator)
             loss = training_loss(detector, x, config, rng, use_amp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

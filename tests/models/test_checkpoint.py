@@ -165,6 +165,21 @@ def test_the_resize_mode_travels_in_the_checkpoint_and_older_ones_read_as_stretc
     assert load_checkpoint(older).resize == "stretch"
 
 
+def test_the_image_size_travels_in_the_checkpoint_and_older_ones_score_at_the_cae_input(tmp_path):
+    detector = AnomalyDetector(replace(tiny_config(), image_size=48)).eval()
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    path = save_checkpoint(tmp_path / "big.safetensors", detector, category="big", calibration=calibration)
+    assert read_metadata(path)["preprocessing"]["input_size"] == 48
+    loaded = load_checkpoint(path)
+    assert loaded.input_size == 48 and loaded.detector.config.cae.input_size == 24
+    x = torch.rand(1, 3, 48, 48)
+    assert torch.equal(loaded.detector(x).anomaly_map, detector(x).anomaly_map)
+    _, metadata = _contents(path)
+    del metadata["model"]["image_size"]  # written before image sizes existed
+    older = _rewrite(path, tmp_path / "older.safetensors", metadata=metadata)
+    assert load_checkpoint(older).input_size == 24
+
+
 def test_unknown_resize_mode(tiny_checkpoint, tmp_path):
     _, metadata = _contents(tiny_checkpoint)
     metadata["model"]["resize"] = "crop"

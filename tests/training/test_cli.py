@@ -91,6 +91,21 @@ def test_letterbox_fit_records_its_resize_and_its_checkpoint_evaluates(fitted, t
     assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
 
 
+def test_image_size_fit_trains_on_crops_and_scores_the_larger_image(fitted, tmp_path, capsys):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "hires.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--image-size", "48"))
+    assert code == 0
+    meta = read_metadata(checkpoint)
+    assert meta["model"]["cae"]["input_size"] == 24 and meta["model"]["image_size"] == 48
+    assert meta["preprocessing"]["input_size"] == 48  # what the service resizes images to
+    loaded = load_checkpoint(checkpoint)
+    assert loaded.input_size == 48
+    assert loaded.detector(torch.rand(2, 3, 48, 48)).anomaly_map.shape == (2, 48, 48)
+    assert main(_args(data, "evaluate", "--checkpoint", str(checkpoint))) == 0
+    assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
+
+
 def test_on_collapse_reaches_the_training_config(fitted, tmp_path):
     data, _, _ = fitted
     checkpoint = tmp_path / "starting.safetensors"
@@ -303,6 +318,8 @@ def test_corrupt_checkpoint(fitted, tmp_path, capsys):
         (["--input-size", "25"], ("input_size", "try 24")),
         (["--image-quantile", "1.5"], ("--image-quantile",)),  # refused before training, not after
         (["--epochs", "0"], ("--epochs",)),
+        (["--input-size", "24", "--image-size", "12"], ("--image-size 12", "at least", "24")),
+        (["--input-size", "24", "--image-size", "50"], ("--image-size 50", "multiple of 6", "try 48")),
     ],
 )
 def test_invalid_fit_settings_fail_before_training(fitted, tmp_path, capsys, flags, fragments):

@@ -1,7 +1,7 @@
 """Tests for training/fit.py: a tiny fit, the best epoch, reproducibility, collapse detection."""
 
 import math
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from itertools import pairwise
 
 import pytest
@@ -12,7 +12,7 @@ import training.fit as fit_module
 from models.detector import AnomalyDetector
 from tests.conftest import tiny_config
 from training.config import TrainConfig
-from training.fit import TrainingCollapsed, augment, fit, resolve_device, validate
+from training.fit import TrainingCollapsed, augment, fit, random_crops, resolve_device, validate
 
 CPU = torch.device("cpu")
 
@@ -156,6 +156,34 @@ def test_augment_flips_keep_the_pixels_and_none_is_identity():
         for a, b in zip(out, batch, strict=True):
             assert torch.equal(a.flatten().sort().values, b.flatten().sort().values)
     assert torch.equal(batch, torch.arange(18, dtype=torch.float32).reshape(2, 1, 3, 3))  # input untouched
+
+
+def test_random_crops_are_windows_of_each_image_and_a_model_sized_batch_is_untouched():
+    batch = torch.rand(5, 3, 12, 12)
+    generator = torch.Generator().manual_seed(0)
+    assert random_crops(batch, 12, generator) is batch
+    crops = random_crops(batch, 6, generator)
+    assert crops.shape == (5, 3, 6, 6)
+    for crop, image in zip(crops, batch, strict=True):
+        windows = image.unfold(1, 6, 1).unfold(2, 6, 1)  # (3, 7, 7, 6, 6): every 6×6 window
+        assert any(torch.equal(crop, windows[:, r, c]) for r in range(7) for c in range(7))
+    corners = {tuple(random_crops(batch[:1], 6, generator)[0, 0, 0, :2].tolist()) for _ in range(20)}
+    assert len(corners) > 1  # the window moves from draw to draw
+
+
+def test_a_detector_with_a_larger_image_size_trains_on_crops_and_validates_whole_images(monkeypatch):
+    torch.manual_seed(0)
+    detector = AnomalyDetector(replace(tiny_config(), image_size=48))
+    train, val = _textures(8, seed=1, size=48), _textures(4, seed=2, size=48)
+    seen = []
+    forward_with_loss = detector.cae.forward_with_loss
+    monkeypatch.setattr(
+        detector.cae, "forward_with_loss", lambda x: seen.append(x.shape[-1]) or forward_with_loss(x)
+    )
+    result = fit(detector, train, val, _config(epochs=2), CPU, progress=False)
+    assert set(seen) == {24}  # every training step saw CAE-sized crops
+    assert all(math.isfinite(r.val_loss) for r in result.history)
+    assert detector(val).anomaly_map.shape == (4, 48, 48)
 
 
 def test_resolve_device():

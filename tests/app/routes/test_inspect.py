@@ -558,3 +558,22 @@ async def test_a_letterbox_checkpoint_keeps_the_aspect_ratio_and_maps_back_onto_
     assert mask.shape == (16, 48)
     assert np.array_equal(mask, (amap > 0.02).numpy())
     assert result["score"] != pytest.approx(answers["stretch"]["results"][0]["score"], rel=1e-3)
+
+
+async def test_a_checkpoint_with_a_larger_image_size_scores_the_image_at_that_size(tmp_path):
+    torch.manual_seed(0)
+    calibration = Calibration(pixel_threshold=0.02, image_threshold=0.5, score_scale=0.1)
+    detector = AnomalyDetector(replace(tiny_config(), image_size=48)).eval()
+    save_checkpoint(tmp_path / "fine.safetensors", detector, category="fine", calibration=calibration)
+    image = random_image(40, 60, seed=5)
+    async with serve(make_settings(tmp_path)) as (_, client):
+        answer = (await client.post("/inspect/fine", content=encode(image), headers=PNG)).json()
+    assert answer["model"]["input_size"] == 48
+    with torch.inference_mode():
+        output = detector(to_model_input([torch.from_numpy(image)], 48, "stretch"))
+    assert output.anomaly_map.shape == (1, 48, 48)  # not the CAE's 24²
+    (result,) = answer["results"]
+    assert result["score"] == pytest.approx(float(output.image_score[0]), rel=1e-5)
+    mask = np.asarray(png_of(result["mask_png"])) > 0
+    assert mask.shape == (40, 60)
+    assert np.array_equal(mask, (to_image_size(output.anomaly_map[0], 40, 60, "stretch") > 0.02).numpy())

@@ -1,0 +1,30 @@
+"""Tests for models/detector.py's configuration: the image size a detector scores at."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from models.detector import AnomalyDetector, DetectorConfig
+from tests.conftest import tiny_config
+
+
+def test_without_an_image_size_images_are_resized_to_the_cae_input():
+    assert tiny_config().input_size == 24
+
+
+def test_a_larger_image_size_is_what_images_are_resized_to_and_the_map_keeps_it():
+    config = replace(tiny_config(), image_size=36)
+    assert config.input_size == 36 and config.cae.input_size == 24
+    assert DetectorConfig.from_dict(config.to_dict()) == config
+    out = AnomalyDetector(config).eval()(torch.rand(2, 3, 36, 36))
+    assert out.anomaly_map.shape == (2, 36, 36) and out.reconstruction.shape == (2, 3, 36, 36)
+
+
+@pytest.mark.parametrize(
+    ("size", "fragment"), [(12, "at least the CAE's input size (24)"), (25, "multiple of 2")]
+)
+def test_an_image_size_below_the_cae_input_or_off_its_pooling_grid_is_refused(size, fragment):
+    with pytest.raises(ValueError, match="image_size") as err:
+        replace(tiny_config(), image_size=size)
+    assert fragment in str(err.value)
