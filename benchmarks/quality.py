@@ -16,7 +16,8 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 ``default-no-flips`` (the same without test-time flip averaging), and ``default-head-map`` and
 ``default-error-map`` (recalibrated with one part of the fused map alone; these four need no
 training, only ``default`` in the same ``--out``), ``default-letterbox`` (the default trained and
-scored on letterboxed images, ``fit --resize letterbox``), the ablations
+scored on letterboxed images, ``fit --resize letterbox``), ``default-image-252`` (the default trained
+on 126² crops of images resized to 252², which it scores whole, ``fit --image-size 252``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
 (``fit --on-collapse warn``) and measured; its row says at which epoch. Results go to ``--out``
@@ -97,6 +98,12 @@ CONFIGURATIONS = {
         "default",
         ("--resize", "letterbox"),
         "default on letterboxed images: aspect ratio kept, mirrored into the square",
+    ),
+    "default-image-252": Configuration(
+        "default-image-252",
+        "default",
+        ("--image-size", "252"),
+        "default on images resized to 252², trained on 126² crops of them and scored whole",
     ),
     # Ablations of the default, one part removed each.
     "default-no-head": Configuration(
