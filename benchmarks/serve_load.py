@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.cpus import usable_cpus
 from benchmarks.images import ImageSet, folder_images, synthetic_images
 from benchmarks.measure import PhaseResult, multipart_requests, raw_requests, run, run_phases
 from benchmarks.servers import TARGETS, RunningServer, make_target
@@ -170,7 +171,8 @@ def machine_state() -> dict:
     loop = "uvloop" if importable("uvloop") else "asyncio"
     http = "httptools" if importable("httptools") else "h11"
     return {
-        "cpus": os.cpu_count(),
+        "cpus": usable_cpus(),  # what the run could use: affinity, capped by a container quota
+        "host_cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "python": sys.version.split()[0],

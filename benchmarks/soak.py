@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app.cpus import usable_cpus
 from benchmarks.measure import run
 from benchmarks.servers import RunningServer, make_target
 from models.cae import CAEConfig
@@ -500,7 +501,8 @@ def machine() -> dict:
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        "cpus": usable_cpus(),  # what the run could use: affinity, capped by a container quota
+        "host_cpus": os.cpu_count(),
         "load_average": load_average,
         "torch": torch.__version__,
     }
