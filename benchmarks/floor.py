@@ -197,7 +197,8 @@ def stages(
     def postprocess() -> list:
         out = []
         for i, a in enumerate(decoded):
-            amap = to_image_size(output.anomaly_map[i], *a.shape[:2], checkpoint.resize)
+            height, width = a.shape[:2]
+            amap = to_image_size(output.anomaly_map[i], height, width, checkpoint.resize)
             out.append(
                 (defect_mask(amap, threshold).cpu().numpy(), map_levels(amap, threshold).cpu().numpy())
             )
@@ -242,7 +243,7 @@ def stages(
 
 def postprocess_maps(output, decoded: list[np.ndarray], resize: str) -> list[np.ndarray]:
     return [
-        to_image_size(output.anomaly_map[i], *a.shape[:2], resize).float().cpu().numpy()
+        to_image_size(output.anomaly_map[i], a.shape[0], a.shape[1], resize).float().cpu().numpy()
         for i, a in enumerate(decoded)
     ]
 
