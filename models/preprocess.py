@@ -11,7 +11,8 @@ Two ways to fit an image of any shape into the model's square (``RESIZE_MODES``)
   of a part keeps one scale in both directions whatever the image's shape, and the padding
   continues the image without an edge that the autoencoder would have to learn. The map of the
   padded band is cut off again when the map returns to the image's size.
-For a square image the two are the same.
+For a square image the two are the same. A checkpoint records which one it was trained with;
+``training fit`` chooses it from the training images' shapes unless told (``training.data.choose_resize``).
 """
 
 from collections.abc import Sequence

@@ -25,6 +25,7 @@ from training.calibrate import calibrate_f1_optimal, calibrate_on_normals
 from training.config import LR_SCHEDULES, ON_COLLAPSE, PRESETS, preset
 from training.data import (
     DataError,
+    choose_resize,
     detect_color_mode,
     fingerprint,
     index_category,
@@ -97,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resize",
-        choices=RESIZE_MODES,
+        choices=("auto", *RESIZE_MODES),
         help="how an image fits the square input: letterbox keeps its aspect ratio, stretch squashes "
-        "it (default: the preset's)",
+        "it, auto stretches images that share one shape and letterboxes images that vary "
+        "(default: the preset's, auto but for the starting preset's stretch)",
     )
     p.add_argument(
         "--anomaly-map",
@@ -194,8 +196,11 @@ def cmd_fit(args) -> int:
             config = replace(config, image_size=args.image_size)
         except ValueError as err:
             raise ValueError(f"--image-size {args.image_size}: {err}") from None
-    if args.resize:
-        config = replace(config, resize=args.resize)
+    resize = args.resize or chosen.resize
+    resize_reason = f"--resize {resize}" if args.resize else f"preset {args.preset}"
+    if resize == "auto":
+        resize, resize_reason = choose_resize(index.train)
+    config = replace(config, resize=resize)
     if args.no_sspcab:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
@@ -212,6 +217,7 @@ def cmd_fit(args) -> int:
     )
     print(f"  model {json.dumps(config.to_dict())}", file=sys.stderr)
     print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
+    print(f"  resize {resize}: {resize_reason}", file=sys.stderr)
     train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
     started = time.perf_counter()
     train = load_batch(train_paths, config.input_size, color_mode, config.resize)
@@ -238,6 +244,7 @@ def cmd_fit(args) -> int:
         "mean_image_mse": history[-1]["mean_image_mse"],
         "seed": train_cfg.seed,
         "val_fraction": train_cfg.val_fraction,
+        "resize": {"mode": resize, "why": resize_reason},
         "dataset": {
             "name": args.category,
             "root": str(args.data_root),

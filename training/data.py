@@ -129,6 +129,43 @@ def detect_color_mode(paths: Sequence[Path], sample: int = 16) -> str:
     return "L"
 
 
+# Aspect ratios (width / height) within this factor of each other count as one shape: a fixed camera
+# gives exactly one, and a few pixels of crop jitter between images should not change the mode.
+SHAPE_TOLERANCE = 1.1
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height (``to_array`` applies them)
+
+
+def aspect_ratio(path: Path) -> float:
+    """Width / height of an image as ``read_image`` will return it, from its header alone."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED:
+                width, height = height, width
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    return width / height
+
+
+def choose_resize(paths: Sequence[Path]) -> tuple[str, str]:
+    """``fit --resize auto``: the resize mode for these training images, and why, in words.
+
+    Images of one shape are stretched: each is squashed by the same factor, so the model learns one
+    geometry and uses every pixel of its square. Images of varying shapes are letterboxed: stretched,
+    each would be squashed by a different factor, the same texture would reach the model at
+    different scales, and a normal but elongated part would look unusual (on magnetic_tile, tiles
+    of aspect 0.4–2.5, stretched normal tiles far from square scored higher than square ones:
+    BENCHMARKS.md §2).
+    """
+    ratios = [aspect_ratio(p) for p in paths]
+    low, high = min(ratios), max(ratios)
+    span = f"aspect ratios (width / height) {low:.2f}–{high:.2f}" if high > low else f"aspect ratio {low:.2f}"
+    if high / low <= SHAPE_TOLERANCE:
+        return "stretch", f"the {len(ratios)} training images share one shape ({span})"
+    return "letterbox", f"the {len(ratios)} training images vary in shape ({span})"
+
+
 def load_batch(
     paths: Sequence[Path], size: int, color_mode: str, resize: str = "stretch", chunk: int = 64
 ) -> torch.Tensor:

@@ -65,6 +65,12 @@ def test_fit_writes_a_checkpoint_its_log_and_loss_plot(fitted):
     training = meta["training"]
     assert training["preset"] == "default" and training["config"]["epochs"] == 1
     assert training["dataset"]["train_images"] + training["dataset"]["val_images"] == 8
+    # The synthetic images share one shape, so the default's auto resize stretched them, and says why.
+    assert meta["preprocessing"]["resize"] == "stretch"
+    assert training["resize"] == {
+        "mode": "stretch",
+        "why": "the 8 training images share one shape (aspect ratio 1.00)",
+    }
     log = json.loads(checkpoint.with_suffix(".log.json").read_text())
     assert len(log["history"]) == 1
     assert checkpoint.with_suffix(".loss.png").stat().st_size > 0

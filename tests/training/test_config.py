@@ -22,3 +22,9 @@ def test_the_default_preset_averages_over_every_flip_it_trains_with():
 def test_the_head_ablation_is_scored_over_the_same_flips_and_the_starting_configuration_over_none():
     assert preset("reconstruction", channels=3).detector.scoring.test_time_flips == ("h", "v", "hv")
     assert PRESETS["starting"].detector.scoring.test_time_flips == ()
+
+
+def test_the_starting_preset_pins_its_stretch_and_the_others_choose_from_the_data():
+    assert PRESETS["starting"].resize == "stretch"
+    assert PRESETS["default"].resize == PRESETS["reconstruction"].resize == "auto"
+    assert preset("default", channels=1, seed=3).resize == "auto"  # overrides keep the policy

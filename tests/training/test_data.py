@@ -9,6 +9,8 @@ from PIL import Image
 
 from training.data import (
     DataError,
+    aspect_ratio,
+    choose_resize,
     detect_color_mode,
     fingerprint,
     index_category,
@@ -184,3 +186,35 @@ def test_read_mask_and_unreadable_image(tree):
     with pytest.raises(DataError, match="cannot read image") as err:
         read_image(broken, "RGB")
     assert str(broken) in str(err.value)
+
+
+def test_images_of_one_shape_are_stretched(tmp_path):
+    # 400 × 300 photos, one 402 × 300 (crop jitter within the tolerance): one geometry to learn.
+    paths = [_save(tmp_path / f"{i}.png", _rgb(300, 400 + 2 * (i == 2), i)) for i in range(3)]
+    mode, why = choose_resize(paths)
+    assert mode == "stretch"
+    assert "3 training images share one shape" in why and "1.33–1.34" in why
+
+
+def test_images_of_varying_shape_are_letterboxed(tmp_path):
+    paths = [_save(tmp_path / f"{i}.png", _rgb(h, w, i)) for i, (h, w) in enumerate([(40, 100), (80, 40)])]
+    assert choose_resize(paths) == (
+        "letterbox",
+        "the 2 training images vary in shape (aspect ratios (width / height) 0.50–2.50)",
+    )
+
+
+def test_aspect_ratio_follows_the_exif_orientation_that_reading_applies(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide, 20 high; shown (and read by read_image) turned a quarter
+    Image.fromarray(_rgb(20, 40, 0)).save(path, exif=exif)
+    height, width = read_image(path, "RGB").shape[:2]
+    assert aspect_ratio(path) == width / height == 0.5
+
+
+def test_choose_resize_names_an_unreadable_image(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"bad\.png"):
+        choose_resize([_save(tmp_path / "ok.png", _rgb(8, 8, 0)), bad])
