@@ -15,8 +15,9 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 ``default-no-texture`` (the default's own weights recalibrated without the texture memory),
 ``default-no-flips`` (the same without test-time flip averaging), and ``default-head-map`` and
 ``default-error-map`` (recalibrated with one part of the fused map alone; these four need no
-training, only ``default`` in the same ``--out``), ``default-letterbox`` (the default trained and
-scored on letterboxed images, ``fit --resize letterbox``), ``default-image-252`` (the default trained
+training, only ``default`` in the same ``--out``), ``default-letterbox`` and ``default-stretch`` (the
+default with its resize pinned, ``fit --resize letterbox|stretch``, where the default chooses from the
+training images' shapes), ``default-image-252`` (the default trained
 on 126² crops of images resized to 252², which it scores whole, ``fit --image-size 252``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
@@ -98,6 +99,12 @@ CONFIGURATIONS = {
         "default",
         ("--resize", "letterbox"),
         "default on letterboxed images: aspect ratio kept, mirrored into the square",
+    ),
+    "default-stretch": Configuration(
+        "default-stretch",
+        "default",
+        ("--resize", "stretch"),
+        "default on stretched images: each squashed to the square, whatever its shape",
     ),
     "default-image-252": Configuration(
         "default-image-252",
