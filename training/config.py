@@ -134,8 +134,8 @@ PRESETS: dict[str, Preset] = {
     # texture statistics adds a third part to the pixel map: regions of unusual texture that
     # neither of the others sees (it needs no training; the memory is filled after it). Images of
     # one shape are stretched to the square, images of varying shapes letterboxed (``Preset.resize``
-    # "auto"): on magnetic_tile's tiles the letterbox raised image and pixel AUROC on three seeds
-    # out of three (BENCHMARKS.md §2).
+    # "auto"): on magnetic_tile's tiles the letterbox raised pixel AUROC on three seeds of three and
+    # kept image AUROC level or higher (BENCHMARKS.md §2).
     "default": Preset(
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
