@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from models.imageio import to_array
 from models.preprocess import to_model_input
@@ -132,7 +132,6 @@ def detect_color_mode(paths: Sequence[Path], sample: int = 16) -> str:
 # Aspect ratios (width / height) within this factor of each other count as one shape: a fixed camera
 # gives exactly one, and a few pixels of crop jitter between images should not change the mode.
 SHAPE_TOLERANCE = 1.1
-EXIF_ORIENTATION = 0x0112
 TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height (``to_array`` applies them)
 
 
@@ -141,7 +140,7 @@ def aspect_ratio(path: Path) -> float:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED:
+            if image.getexif().get(ExifTags.Base.Orientation) in TRANSPOSED:
                 width, height = height, width
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from training.data import (
     DataError,
@@ -207,7 +207,9 @@ def test_images_of_varying_shape_are_letterboxed(tmp_path):
 def test_aspect_ratio_follows_the_exif_orientation_that_reading_applies(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
-    exif[0x0112] = 6  # stored 40 wide, 20 high; shown (and read by read_image) turned a quarter
+    exif[ExifTags.Base.Orientation] = (
+        6  # stored 40 wide, 20 high; shown (and read by read_image) turned a quarter
+    )
     Image.fromarray(_rgb(20, 40, 0)).save(path, exif=exif)
     height, width = read_image(path, "RGB").shape[:2]
     assert aspect_ratio(path) == width / height == 0.5
