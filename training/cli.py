@@ -225,6 +225,15 @@ def cmd_fit(args) -> int:
     torch.manual_seed(train_cfg.seed)
     detector = AnomalyDetector(config)
     result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
+    epochs_planned = train_cfg.epochs_for(len(train_paths))
+    if result.stopped_early:
+        # A budget asked for (--max-steps 4800) that early stopping cut short must not pass unseen.
+        print(
+            f"  stopped early at epoch {len(result.history)} of {epochs_planned}: the validation loss "
+            f"has not improved for {train_cfg.patience} epochs, so the best epoch's ({result.best_epoch}) "
+            f"weights are kept; --patience 0 trains the whole budget",
+            file=sys.stderr,
+        )
     if detector.texture is not None:
         detector.texture.remember(train, seed=train_cfg.seed)
     calibration = calibrate_on_normals(
@@ -234,7 +243,7 @@ def cmd_fit(args) -> int:
     summary = {
         "preset": args.preset,
         "config": train_cfg.to_dict(),
-        "epochs_planned": train_cfg.epochs_for(len(train_paths)),
+        "epochs_planned": epochs_planned,
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
@@ -266,7 +275,10 @@ def cmd_fit(args) -> int:
         json.dumps(
             {
                 "checkpoint": str(out),
-                **{k: summary[k] for k in ("epochs_run", "best_epoch", "duration_s")},
+                **{
+                    k: summary[k]
+                    for k in ("epochs_planned", "epochs_run", "best_epoch", "stopped_early", "duration_s")
+                },
                 "image_threshold": calibration.image_threshold,
                 "pixel_threshold": calibration.pixel_threshold,
             }

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+import training.fit as fit_module
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
 from training.evaluate import HEADLINE
@@ -110,6 +111,27 @@ def test_image_size_fit_trains_on_crops_and_scores_the_larger_image(fitted, tmp_
     assert loaded.detector(torch.rand(2, 3, 48, 48)).anomaly_map.shape == (2, 48, 48)
     assert main(_args(data, "evaluate", "--checkpoint", str(checkpoint))) == 0
     assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
+
+
+def test_early_stopping_says_so_and_records_it(fitted, tmp_path, capsys, monkeypatch):
+    data, _, _ = fitted
+    # Validation worsens after the first epoch: patience 2 stops the 5 planned epochs after 3.
+    scripted = iter([0.1, 0.2, 0.3, 0.4, 0.5])
+    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0, 0.0))
+    checkpoint = tmp_path / "stopped.safetensors"
+    flags = ["--epochs", "5", "--patience", "2", "--input-size", "24", "--batch-size", "4", "--no-progress"]
+    assert main(_args(data, "fit", "--out", str(checkpoint), *flags)) == 0
+    out, err = capsys.readouterr()
+    assert "stopped early at epoch 3 of 5" in err and "best epoch's (1) weights" in err
+    summary = _last_json(out)
+    assert summary["stopped_early"] is True
+    assert (summary["epochs_planned"], summary["epochs_run"], summary["best_epoch"]) == (5, 3, 1)
+    assert read_metadata(checkpoint)["training"]["stopped_early"] is True
+
+
+def test_a_run_that_trains_its_whole_budget_says_nothing_of_stopping(fitted):
+    _, _, stdout = fitted
+    assert _last_json(stdout)["stopped_early"] is False
 
 
 def test_on_collapse_reaches_the_training_config(fitted, tmp_path):
