@@ -129,7 +129,7 @@ def test_early_stopping_says_so_and_records_it(fitted, tmp_path, capsys, monkeyp
     assert read_metadata(checkpoint)["training"]["stopped_early"] is True
 
 
-def test_a_run_that_trains_its_whole_budget_says_nothing_of_stopping(fitted):
+def test_a_run_that_trains_its_whole_budget_is_not_marked_stopped_early(fitted):
     _, _, stdout = fitted
     assert _last_json(stdout)["stopped_early"] is False
 
