@@ -207,9 +207,8 @@ def test_images_of_varying_shape_are_letterboxed(tmp_path):
 def test_aspect_ratio_follows_the_exif_orientation_that_reading_applies(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = (
-        6  # stored 40 wide, 20 high; shown (and read by read_image) turned a quarter
-    )
+    # Stored 40 wide, 20 high; shown (and read by read_image) turned a quarter.
+    exif[ExifTags.Base.Orientation] = 6
     Image.fromarray(_rgb(20, 40, 0)).save(path, exif=exif)
     height, width = read_image(path, "RGB").shape[:2]
     assert aspect_ratio(path) == width / height == 0.5
