@@ -83,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of synthetic blob anomalies cloned seamlessly (Poisson) instead of pasted",
     )
     p.add_argument("--augment", choices=("none", "flip", "flip+rot90"))
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="early-stopping patience in epochs, exactly (0: off; default preset: 20 epochs or a quarter "
+        "of the planned epochs, whichever is more)",
+    )
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--image-quantile", type=float)
     p.add_argument("--pixel-quantile", type=float)
@@ -179,6 +184,7 @@ def cmd_fit(args) -> int:
         augment=args.augment,
         seamless_probability=args.seamless_probability,
         patience=args.patience,
+        patience_fraction=None if args.patience is None else 0.0,  # asked for: exactly that
         val_fraction=args.val_fraction,
         image_quantile=args.image_quantile,
         pixel_quantile=args.pixel_quantile,
@@ -230,7 +236,7 @@ def cmd_fit(args) -> int:
         # A budget asked for (--max-steps 4800) that early stopping cut short must not pass unseen.
         print(
             f"  stopped early at epoch {len(result.history)} of {epochs_planned}: the validation loss "
-            f"has not improved for {train_cfg.patience} epochs, so the best epoch's ({result.best_epoch}) "
+            f"has not improved for {result.patience} epochs, so the best epoch's ({result.best_epoch}) "
             f"weights are kept; --patience 0 trains the whole budget",
             file=sys.stderr,
         )

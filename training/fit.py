@@ -51,6 +51,7 @@ class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    patience: int = 0  # the epochs without improvement that would stop it (0: never)
     seconds: float = 0.0
     reconstruction_collapsed_at: int | None = None  # the epoch a collapse was reported (training went on)
 
@@ -201,7 +202,7 @@ def fit(
     scheduler = learning_rate_schedule(
         optimizer, config, epochs * math.ceil(train.shape[0] / config.batch_size)
     )
-    result = FitResult(detector)
+    result = FitResult(detector, patience=config.patience_for(epochs))
     best_loss, best_state, collapsed_epochs = math.inf, None, 0
     started = time.perf_counter()
     bar = _progress(epochs, progress)
@@ -266,7 +267,7 @@ def fit(
                     + consequence,
                     file=sys.stderr,
                 )
-        if config.patience and epoch - result.best_epoch >= config.patience:
+        if result.patience and epoch - result.best_epoch >= result.patience:
             result.stopped_early = True
             break
     bar.close()

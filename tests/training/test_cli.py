@@ -126,7 +126,10 @@ def test_early_stopping_says_so_and_records_it(fitted, tmp_path, capsys, monkeyp
     summary = _last_json(out)
     assert summary["stopped_early"] is True
     assert (summary["epochs_planned"], summary["epochs_run"], summary["best_epoch"]) == (5, 3, 1)
-    assert read_metadata(checkpoint)["training"]["stopped_early"] is True
+    training = read_metadata(checkpoint)["training"]
+    assert training["stopped_early"] is True
+    # --patience is taken exactly: the default preset's share of the planned epochs does not raise it.
+    assert (training["config"]["patience"], training["config"]["patience_fraction"]) == (2, 0.0)
 
 
 def test_a_run_that_trains_its_whole_budget_is_not_marked_stopped_early(fitted):

@@ -89,6 +89,26 @@ def test_early_stopping_after_patience(data, monkeypatch):
     assert result.best_epoch == 1
 
 
+def test_patience_grows_with_the_planned_epochs(data, monkeypatch):
+    train, val = data
+    # Validation worsens after the first epoch: a quarter of 12 epochs (3) outlasts patience 2.
+    scripted = iter([0.1 * e for e in range(1, 13)])
+    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0, 0.0))
+    config = _config(epochs=12, patience=2, patience_fraction=0.25)
+    result = fit(_detector(), train, val, config, CPU, progress=False)
+    assert result.patience == 3
+    assert result.stopped_early and len(result.history) == 4
+
+
+def test_patience_is_at_least_its_epochs_and_off_stays_off():
+    config = TrainConfig(patience=20, patience_fraction=0.25)
+    assert config.patience_for(40) == 20  # a quarter (10) is less
+    assert config.patience_for(86) == 22  # the default budget on tire: ceil(21.5)
+    assert config.patience_for(343) == 86
+    assert TrainConfig(patience=0, patience_fraction=0.25).patience_for(343) == 0
+    assert TrainConfig(patience=20).patience_for(343) == 20
+
+
 def test_the_same_seed_gives_identical_weights(data):
     train, val = data
     config = _config(epochs=2, augment="flip+rot90", seed=3)
@@ -205,6 +225,7 @@ def test_resolve_device():
         ("ssim_loss_weight", -0.5, "--ssim-loss-weight"),
         ("sspcab_loss_weight", -0.1, "--sspcab-loss-weight"),
         ("patience", -1, "--patience"),
+        ("patience_fraction", 1.5, "--patience-fraction"),
         ("augment", "rotate", "--augment"),
         ("on_collapse", "ignore", "--on-collapse"),
         ("val_fraction", 1.0, "--val-fraction"),
