@@ -100,7 +100,7 @@ def test_patience_grows_with_the_planned_epochs(data, monkeypatch):
     assert result.stopped_early and len(result.history) == 4
 
 
-def test_patience_is_at_least_its_epochs_and_off_stays_off():
+def test_patience_is_the_larger_of_its_epochs_and_its_share_of_the_run_and_off_stays_off():
     config = TrainConfig(patience=20, patience_fraction=0.25)
     assert config.patience_for(40) == 20  # a quarter (10) is less
     assert config.patience_for(86) == 22  # the default budget on tire: ceil(21.5)
