@@ -80,7 +80,9 @@ def run_batch(
     """
     calibration = checkpoint.calibration
     tensors = [torch.from_numpy(image).to(device, non_blocking=True) for image in images]
-    x = to_model_input(tensors, checkpoint.input_size, checkpoint.resize)  # (B, C, S, S)
+    x = to_model_input(
+        tensors, checkpoint.input_size, checkpoint.resize, checkpoint.exposure_mean
+    )  # (B, C, S, S)
     output = checkpoint.detector(x)
     normalized = calibration.normalize(output.image_score)  # (B,)
     masks, levels, areas, used = [], [], [], []

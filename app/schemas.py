@@ -46,6 +46,12 @@ class ModelInfo(BaseModel):
         description="how the image fits that square: stretch squashes it, letterbox keeps its aspect "
         "ratio and mirrors it into the rest; either way the mask covers the image's own pixels",
     )
+    exposure_mean: float | None = Field(
+        default=None,
+        description="when set, each image is scaled to this mean intensity (0–1: the training images') "
+        "before the model, so a brighter or darker shot of a normal part does not read as a defect; "
+        "null: images are taken as they are",
+    )
     color_mode: ColorMode = Field(description="images are converted to this mode before inference")
     anomaly_map: str = Field(
         description=f"how the anomaly map is computed: one of {', '.join(ANOMALY_MAPS)} "
@@ -143,6 +149,7 @@ class CategoryInfo(BaseModel):
     created_at: str | None = None
     input_size: int | None = None
     resize: ResizeMode | None = None
+    exposure_mean: float | None = None
     color_mode: ColorMode | None = None
     anomaly_map: str | None = None
     test_time_flips: list[str] | None = None

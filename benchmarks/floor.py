@@ -167,7 +167,12 @@ def stages(
 
     def preprocess() -> list[torch.Tensor]:
         return [
-            to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size, checkpoint.resize)
+            to_model_input(
+                [torch.from_numpy(a).to(device)],
+                checkpoint.input_size,
+                checkpoint.resize,
+                checkpoint.exposure_mean,
+            )
             for a in decoded
         ]
 
@@ -363,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     decoded = [decode_image(png, checkpoint.color_mode, 10**9) for png in images.pngs]
     inputs = torch.cat(
         [
-            to_model_input([torch.from_numpy(a).to(device)], checkpoint.input_size, checkpoint.resize)
+            to_model_input(
+                [torch.from_numpy(a).to(device)],
+                checkpoint.input_size,
+                checkpoint.resize,
+                checkpoint.exposure_mean,
+            )
             for a in decoded
         ]
     )

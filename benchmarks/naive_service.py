@@ -59,7 +59,12 @@ def create_app(checkpoint_path: str, device: str = "cpu") -> FastAPI:
         array = to_array(Image.open(file.file), checkpoint.color_mode)  # (H, W, C) uint8
         height, width = array.shape[:2]
         with torch.no_grad():
-            x = to_model_input([torch.from_numpy(array).to(device)], checkpoint.input_size, checkpoint.resize)
+            x = to_model_input(
+                [torch.from_numpy(array).to(device)],
+                checkpoint.input_size,
+                checkpoint.resize,
+                checkpoint.exposure_mean,
+            )
             output = checkpoint.detector(x)
             amap = (
                 to_image_size(output.anomaly_map[0], height, width, checkpoint.resize).cpu().numpy()

@@ -189,7 +189,9 @@ def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: 
     checkpoint = load_checkpoint(checkpoint_path, device)
     samples = index_category(data_root, category).test
     paths = [samples[i % len(samples)].path for i in range(16)]
-    batch = load_batch(paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize).to(device)
+    batch = load_batch(
+        paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
+    ).to(device)
     times = []
     with torch.inference_mode():  # as the service runs it: no autograd graph to build
         checkpoint.detector(batch)  # warm-up

@@ -57,6 +57,10 @@ class Checkpoint:
         return self.detector.config.resize
 
     @property
+    def exposure_mean(self) -> float | None:
+        return self.detector.config.exposure_mean
+
+    @property
     def color_mode(self) -> str:
         return self.metadata["preprocessing"]["color_mode"]
 
@@ -66,6 +70,7 @@ def preprocessing_for(config: DetectorConfig) -> dict:
         "input_size": config.input_size,
         "color_mode": "RGB" if config.channels == 3 else "L",
         "resize": config.resize,
+        "exposure_mean": config.exposure_mean,
         "interpolation": "bilinear, antialiased",
         "value_range": [0.0, 1.0],
     }

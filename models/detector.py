@@ -43,10 +43,17 @@ class DetectorConfig:
     # having trained on CAE-sized crops of it (``training.fit.random_crops``). A defect keeps more
     # pixels at the same cost per training step. None: the CAE's input size, no crops.
     image_size: int | None = None
+    # Exposure normalisation (``models.preprocess.normalize_exposure``): each image is scaled to this
+    # mean intensity in (0, 1), the training images' mean (``fit --normalize-exposure``). None: off.
+    exposure_mean: float | None = None
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"DetectorConfig.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.exposure_mean is not None and not 0 < self.exposure_mean < 1:
+            raise ValueError(
+                f"DetectorConfig.exposure_mean must be in (0, 1) or None, got {self.exposure_mean}"
+            )
         if self.image_size is not None:
             stride = math.prod(self.cae.pools)
             if self.image_size < self.cae.input_size or self.image_size % stride:
@@ -75,6 +82,7 @@ class DetectorConfig:
             "texture": asdict(self.texture) if self.texture else None,
             "resize": self.resize,
             "image_size": self.image_size,
+            "exposure_mean": self.exposure_mean,
         }
 
     @classmethod
@@ -87,6 +95,7 @@ class DetectorConfig:
             texture=TextureConfig(**texture) if texture else None,
             resize=data.get("resize", "stretch"),  # the only resize before letterboxing existed
             image_size=data.get("image_size"),  # older checkpoints score at the CAE's input size
+            exposure_mean=data.get("exposure_mean"),  # older checkpoints take images as they are
         )
 
     @property

@@ -13,6 +13,12 @@ Two ways to fit an image of any shape into the model's square (``RESIZE_MODES``)
   padded band is cut off again when the map returns to the image's size.
 For a square image the two are the same. A checkpoint records which one it was trained with;
 ``training fit`` chooses it from the training images' shapes unless told (``training.data.choose_resize``).
+
+Exposure normalisation (optional, ``exposure_mean``): each image's intensities are multiplied by
+one gain so that its mean is the training images' mean, the way a camera's automatic gain would.
+A shot of a normal part taken brighter or darker than usual then looks like the training images,
+instead of scoring higher in proportion to its brightness (measured on magnetic_tile, whose tiles
+were shot at several exposures: BENCHMARKS.md §2). One gain for all channels keeps the colours.
 """
 
 from collections.abc import Sequence
@@ -44,13 +50,17 @@ def model_region(height: int, width: int, size: int, resize: str) -> Region:
     return Region((size - h) // 2, (size - w) // 2, h, w)
 
 
-def to_model_input(images: Sequence[torch.Tensor], size: int, resize: str = "stretch") -> torch.Tensor:
+def to_model_input(
+    images: Sequence[torch.Tensor], size: int, resize: str = "stretch", exposure_mean: float | None = None
+) -> torch.Tensor:
     """Stack images of any sizes into a model batch.
 
     Args:
         images: each (H, W, C) uint8, all with the model's number of channels, on one device.
         size: side of the square model input.
         resize: one of RESIZE_MODES.
+        exposure_mean: when set, each image is scaled to this mean intensity (in [0, 1]) before the
+            padding, so the mean is the image's own, not its mirror band's.
     Returns:
         (B, C, size, size) float32 in [0, 1], on the images' device.
     """
@@ -66,10 +76,22 @@ def to_model_input(images: Sequence[torch.Tensor], size: int, resize: str = "str
             x = F.interpolate(
                 x, size=(region.height, region.width), mode="bilinear", antialias=True, align_corners=False
             )
+        if exposure_mean is not None:
+            x = normalize_exposure(x, exposure_mean)
         if (region.height, region.width) != (size, size):
             x = _mirror_pad(x, region, size)
         batch.append(x)
     return torch.cat(batch).clamp_(0.0, 1.0)  # (B, C, S, S)
+
+
+def normalize_exposure(x: torch.Tensor, exposure_mean: float) -> torch.Tensor:
+    """Scale (1, C, H, W) intensities in [0, 1] by one gain so that their mean is ``exposure_mean``.
+
+    The gain is bounded (1/16 to 16): a black frame stays black instead of becoming noise times a
+    huge factor. Values pushed above 1 are clipped with the batch.
+    """
+    gain = (exposure_mean / x.mean().clamp_min(1e-6)).clamp(1 / 16, 16.0)
+    return x * gain
 
 
 def _mirror_pad(x: torch.Tensor, region: Region, size: int) -> torch.Tensor:

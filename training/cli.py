@@ -30,6 +30,7 @@ from training.data import (
     fingerprint,
     index_category,
     load_batch,
+    mean_intensity,
     split_train_val,
 )
 from training.fit import TrainingCollapsed, fit, resolve_device
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how an image fits the square input: letterbox keeps its aspect ratio, stretch squashes "
         "it, auto stretches images that share one shape and letterboxes images that vary "
         "(default: the preset's, auto but for the starting preset's stretch)",
+    )
+    p.add_argument(
+        "--normalize-exposure",
+        action="store_true",
+        help="scale every image (in training and when scored) to the training images' mean "
+        "intensity, so that a normal part shot brighter or darker does not score as a defect",
     )
     p.add_argument(
         "--anomaly-map",
@@ -217,6 +224,9 @@ def cmd_fit(args) -> int:
         )
     if args.no_texture:
         config = replace(config, texture=None)
+    train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
+    if args.normalize_exposure:
+        config = replace(config, exposure_mean=round(mean_intensity(train_paths, color_mode), 6))
     print(
         f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
         file=sys.stderr,
@@ -224,10 +234,9 @@ def cmd_fit(args) -> int:
     print(f"  model {json.dumps(config.to_dict())}", file=sys.stderr)
     print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
     print(f"  resize {resize}: {resize_reason}", file=sys.stderr)
-    train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
     started = time.perf_counter()
-    train = load_batch(train_paths, config.input_size, color_mode, config.resize)
-    val = load_batch(val_paths, config.input_size, color_mode, config.resize)
+    train = load_batch(train_paths, config.input_size, color_mode, config.resize, config.exposure_mean)
+    val = load_batch(val_paths, config.input_size, color_mode, config.resize, config.exposure_mean)
     torch.manual_seed(train_cfg.seed)
     detector = AnomalyDetector(config)
     result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
@@ -321,7 +330,9 @@ def cmd_calibrate(args) -> int:
     # The same normal images fit held out: same fraction, same seed.
     seed = training.get("seed", 0)
     train_paths, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), seed)
-    val = load_batch(val_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize)
+    val = load_batch(
+        val_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
+    )
     if args.anomaly_map:
         detector = with_anomaly_map(checkpoint.detector, args.anomaly_map).to(device)
         checkpoint = replace(checkpoint, detector=detector)
@@ -335,7 +346,13 @@ def cmd_calibrate(args) -> int:
         texture = (detector.config.texture or TextureConfig()) if args.texture == "on" else None
         detector = with_texture(detector, texture).to(device)
         if detector.texture is not None:
-            train = load_batch(train_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize)
+            train = load_batch(
+                train_paths,
+                checkpoint.input_size,
+                checkpoint.color_mode,
+                checkpoint.resize,
+                checkpoint.exposure_mean,
+            )
             detector.texture.remember(train, seed=seed)
         checkpoint = replace(checkpoint, detector=detector)
     if flips is not None:

@@ -165,13 +165,24 @@ def choose_resize(paths: Sequence[Path]) -> tuple[str, str]:
     return "letterbox", f"the {len(ratios)} training images vary in shape ({span})"
 
 
+def mean_intensity(paths: Sequence[Path], color_mode: str) -> float:
+    """The images' mean intensity in [0, 1], each image weighing the same whatever its size: the
+    level ``fit --normalize-exposure`` scales every image to."""
+    return float(np.mean([read_image(p, color_mode).mean() / 255.0 for p in paths]))
+
+
 def load_batch(
-    paths: Sequence[Path], size: int, color_mode: str, resize: str = "stretch", chunk: int = 64
+    paths: Sequence[Path],
+    size: int,
+    color_mode: str,
+    resize: str = "stretch",
+    exposure_mean: float | None = None,
+    chunk: int = 64,
 ) -> torch.Tensor:
     """Read and resize images into a (N, C, size, size) float tensor in [0, 1] (kept in memory);
-    ``resize`` is one of ``models.preprocess.RESIZE_MODES``."""
+    ``resize`` and ``exposure_mean`` as ``models.preprocess.to_model_input`` takes them."""
     out = []
     for start in range(0, len(paths), chunk):
         arrays = [torch.from_numpy(read_image(p, color_mode)) for p in paths[start : start + chunk]]
-        out.append(to_model_input(arrays, size, resize))
+        out.append(to_model_input(arrays, size, resize, exposure_mean))
     return torch.cat(out)

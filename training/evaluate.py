@@ -84,7 +84,11 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
     if not any(s.is_anomalous for s in index.test) or all(s.is_anomalous for s in index.test):
         raise ValueError(f"{index.root / 'test'} needs both good and defective images to evaluate")
     images = load_batch(
-        [s.path for s in index.test], checkpoint.input_size, checkpoint.color_mode, checkpoint.resize
+        [s.path for s in index.test],
+        checkpoint.input_size,
+        checkpoint.color_mode,
+        checkpoint.resize,
+        checkpoint.exposure_mean,
     )
     scores_t, maps_t, recons = score_images(checkpoint.detector, images, device)
     masks = ground_truth(index)

@@ -25,6 +25,7 @@ def category_info(entry: ModelEntry) -> CategoryInfo:
             "created_at": metadata.get("created_at"),
             "input_size": checkpoint.input_size,
             "resize": checkpoint.resize,
+            "exposure_mean": checkpoint.exposure_mean,
             "color_mode": checkpoint.color_mode,  # validated by load_checkpoint
             "anomaly_map": checkpoint.detector.config.scoring.anomaly_map,
             "test_time_flips": list(checkpoint.detector.config.scoring.test_time_flips),

@@ -118,6 +118,7 @@ def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
         created_at=checkpoint.metadata.get("created_at"),
         input_size=checkpoint.input_size,
         resize=cast(ResizeMode, checkpoint.resize),
+        exposure_mean=checkpoint.exposure_mean,
         color_mode=cast(ColorMode, checkpoint.color_mode),
         anomaly_map=checkpoint.detector.config.scoring.anomaly_map,
         test_time_flips=list(checkpoint.detector.config.scoring.test_time_flips),

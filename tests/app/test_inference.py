@@ -1,14 +1,19 @@
 """The worker's per-batch computation: identical to running the detector on each image alone."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from app.inference import THRESHOLD_LEVEL, map_levels, run_batch, run_in_halves, warm_up
-from models.checkpoint import load_checkpoint
+from models.calibration import Calibration
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.detector import AnomalyDetector
 from models.preprocess import to_image_size, to_model_input
 from models.scoring import defect_mask
 from tests.app.conftest import RunsOutOfMemory, random_image
+from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
 
@@ -52,6 +57,23 @@ def test_a_threshold_override_changes_the_mask_not_the_verdict(checkpoint):
     assert everything.is_anomalous == nothing.is_anomalous == calibrated.is_anomalous
     assert everything.normalized_score == calibrated.normalized_score
     np.testing.assert_array_equal(everything.anomaly_map, calibrated.anomaly_map)  # calibrated scale
+
+
+def test_an_exposure_normalised_checkpoint_scores_a_dimmer_shot_of_a_part_like_the_part(tmp_path):
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    paths = {}
+    for name, level in (("plain", None), ("normalised", 0.4)):
+        torch.manual_seed(0)  # the same weights in both
+        detector = AnomalyDetector(replace(tiny_config(), exposure_mean=level)).eval()
+        paths[name] = save_checkpoint(
+            tmp_path / f"{name}.safetensors", detector, category=name, calibration=calibration
+        )
+    part = np.random.default_rng(5).integers(80, 240, (40, 30, 3), dtype=np.uint8)
+    dimmer = (part * 0.5).round().astype(np.uint8)
+    for name, same in (("normalised", True), ("plain", False)):
+        checkpoint = load_checkpoint(paths[name], CPU)
+        shot, dim_shot = run_batch(checkpoint, [part, dimmer], [None, None], CPU)
+        assert (shot.score == pytest.approx(dim_shot.score, rel=0.02)) is same
 
 
 def test_map_levels_put_the_threshold_at_128():

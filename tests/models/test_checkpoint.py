@@ -87,7 +87,9 @@ def test_the_file_is_safetensors_and_loading_never_unpickles(tiny_checkpoint, mo
     (header_len,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + header_len])
     assert METADATA_KEY in header["__metadata__"]
-    assert not data.startswith(b"PK") and not data.startswith(b"\x80")  # no zip/pickle container
+    # A JSON header right after its 8-byte length: neither a zip nor a pickle container. (Its first
+    # byte is the length's low byte, so it may be 0x80, the byte a pickle starts with.)
+    assert data[8:9] == b"{" and not data.startswith(b"PK")
 
     def refuse(*args, **kwargs):
         raise AssertionError("a checkpoint must load without pickle")

@@ -1,4 +1,4 @@
-"""Tests for models/detector.py's configuration: the image size a detector scores at."""
+"""Tests for models/detector.py's configuration: the image size a detector scores at, its exposure."""
 
 from dataclasses import replace
 
@@ -28,3 +28,18 @@ def test_an_image_size_below_the_cae_input_or_off_its_pooling_grid_is_refused(si
     with pytest.raises(ValueError, match="image_size") as err:
         replace(tiny_config(), image_size=size)
     assert fragment in str(err.value)
+
+
+def test_the_exposure_level_round_trips_and_older_configs_take_images_as_they_are():
+    assert tiny_config().exposure_mean is None
+    config = replace(tiny_config(), exposure_mean=0.43)
+    assert DetectorConfig.from_dict(config.to_dict()) == config
+    older = tiny_config().to_dict()
+    del older["exposure_mean"]
+    assert DetectorConfig.from_dict(older).exposure_mean is None
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.2, 3.0])
+def test_an_exposure_level_outside_the_unit_interval_is_refused(level):
+    with pytest.raises(ValueError, match=r"exposure_mean must be in \(0, 1\)"):
+        replace(tiny_config(), exposure_mean=level)

@@ -102,3 +102,39 @@ def test_a_letterboxed_map_returns_to_the_image_without_its_padding():
     assert back.min() >= 0 and back[:, -1].min() > 10  # no padding value bled in at any edge
     assert torch.allclose(back[0], back[-1])  # every row the same ramp: the region was cut exactly
     assert torch.equal(to_image_size(amap, 12, 12, "letterbox"), amap)
+
+
+def test_exposure_normalisation_brings_a_darker_shot_to_the_same_input():
+    torch.manual_seed(0)
+    bright = torch.randint(60, 200, (30, 40, 1), dtype=torch.uint8)
+    dark = (bright.float() * 0.4).round().to(torch.uint8)  # the same part, 40 % of the exposure
+    level = 0.3
+    batch = to_model_input([bright, dark], 16, exposure_mean=level)
+    assert batch[0].mean() == pytest.approx(level, abs=1e-4)
+    assert batch[1].mean() == pytest.approx(level, abs=1e-4)
+    assert torch.allclose(batch[0], batch[1], atol=3 / 255)  # the dark shot's uint8 rounding only
+    plain = to_model_input([bright, dark], 16)
+    assert (plain[0] - plain[1]).abs().mean() > 0.1  # unnormalised, the two differ
+
+
+def test_exposure_gain_keeps_colours_clips_and_is_bounded():
+    image = torch.zeros(8, 8, 3, dtype=torch.uint8)
+    image[..., 0], image[..., 1] = 40, 20  # a red-brown part, no blue
+    x = to_model_input([image], 8, exposure_mean=0.2)[0]
+    assert x[0].mean() == pytest.approx(0.4, abs=1e-5)  # gain 0.2 / (20 / 255) on every channel
+    assert x[1].mean() == pytest.approx(0.2, abs=1e-5) and torch.all(x[2] == 0)
+    saturating = to_model_input([torch.full((4, 4, 1), 250, dtype=torch.uint8)], 4, exposure_mean=0.99)
+    assert saturating.max() <= 1.0
+    black = to_model_input([torch.zeros(6, 6, 1, dtype=torch.uint8)], 6, exposure_mean=0.5)
+    assert torch.all(black == 0)  # no division by zero; nothing to amplify
+    faint = to_model_input([torch.ones(6, 6, 1, dtype=torch.uint8)], 6, exposure_mean=0.9)
+    assert faint.max() == pytest.approx(16 / 255)  # a near-black frame gains at most 16×
+
+
+def test_exposure_is_measured_on_the_image_not_its_letterbox_band():
+    rows = torch.tensor([0, 0, 0, 0, 0, 0, 40, 80], dtype=torch.uint8)
+    image = rows[:, None, None].expand(8, 24, 1).contiguous()  # bright along its bottom edge only
+    x = to_model_input([image], 24, "letterbox", exposure_mean=0.1)[0, 0]
+    top, left, h, w = model_region(8, 24, 24, "letterbox")
+    assert x[top : top + h, left : left + w].mean() == pytest.approx(0.1, abs=1e-4)
+    assert abs(float(x.mean()) - 0.1) > 0.01  # the mirrored band is brighter: it must not count

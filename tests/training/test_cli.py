@@ -5,12 +5,15 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import training.fit as fit_module
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
+from training.data import list_images, split_train_val
 from training.evaluate import HEADLINE
 
 CATEGORY = "demo"
@@ -96,6 +99,23 @@ def test_letterbox_fit_records_its_resize_and_its_checkpoint_evaluates(fitted, t
     assert read_metadata(checkpoint)["preprocessing"]["resize"] == "letterbox"
     assert main(_args(data, "evaluate", "--checkpoint", str(checkpoint))) == 0
     assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
+
+
+def test_exposure_normalised_fit_records_the_training_images_level_and_evaluates(fitted, tmp_path, capsys):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "exposure.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--normalize-exposure"))
+    assert code == 0
+    meta = read_metadata(checkpoint)
+    train, _ = split_train_val(list_images(data / CATEGORY / "train" / "good"), 0.1, seed=0)
+    expected = np.mean([np.asarray(Image.open(p).convert("RGB")).mean() / 255 for p in train])
+    assert meta["model"]["exposure_mean"] == pytest.approx(expected, abs=1e-6)
+    assert meta["preprocessing"]["exposure_mean"] == meta["model"]["exposure_mean"]  # what serving reads
+    assert load_checkpoint(checkpoint).exposure_mean == meta["model"]["exposure_mean"]
+    assert main(_args(data, "evaluate", "--checkpoint", str(checkpoint))) == 0
+    assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
+    assert main(_args(data, "calibrate", "--checkpoint", str(checkpoint))) == 0  # keeps the level
+    assert read_metadata(checkpoint)["model"]["exposure_mean"] == meta["model"]["exposure_mean"]
 
 
 def test_image_size_fit_trains_on_crops_and_scores_the_larger_image(fitted, tmp_path, capsys):

@@ -15,6 +15,7 @@ from training.data import (
     fingerprint,
     index_category,
     load_batch,
+    mean_intensity,
     read_image,
     read_mask,
     split_train_val,
@@ -219,3 +220,17 @@ def test_choose_resize_names_an_unreadable_image(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"bad\.png"):
         choose_resize([_save(tmp_path / "ok.png", _rgb(8, 8, 0)), bad])
+
+
+def test_mean_intensity_weighs_every_image_the_same_whatever_its_size(tmp_path):
+    small_white = _save(tmp_path / "white.png", np.full((2, 2, 3), 255, dtype=np.uint8))
+    large_grey = _save(tmp_path / "grey.png", np.full((40, 60, 3), 51, dtype=np.uint8))
+    assert mean_intensity([small_white, large_grey], "RGB") == pytest.approx((1.0 + 0.2) / 2)
+
+
+def test_load_batch_scales_each_image_to_the_exposure_level(tmp_path):
+    dim = _save(tmp_path / "dim.png", np.full((10, 10, 3), 40, dtype=np.uint8))
+    bright = _save(tmp_path / "bright.png", np.full((10, 10, 3), 160, dtype=np.uint8))
+    batch = load_batch([dim, bright], 8, "RGB", exposure_mean=0.5)
+    assert torch.allclose(batch, torch.full_like(batch, 0.5), atol=1e-5)
+    assert batch.shape == (2, 3, 8, 8)

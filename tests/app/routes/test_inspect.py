@@ -560,6 +560,29 @@ async def test_a_letterbox_checkpoint_keeps_the_aspect_ratio_and_maps_back_onto_
     assert result["score"] != pytest.approx(answers["stretch"]["results"][0]["score"], rel=1e-3)
 
 
+async def test_an_exposure_normalised_checkpoint_answers_a_dimmer_shot_as_the_same_part(tmp_path):
+    torch.manual_seed(0)
+    calibration = Calibration(pixel_threshold=0.02, image_threshold=0.5, score_scale=0.1)
+    detector = AnomalyDetector(replace(tiny_config(), exposure_mean=0.4)).eval()
+    save_checkpoint(tmp_path / "lit.safetensors", detector, category="lit", calibration=calibration)
+    part = np.random.default_rng(9).integers(80, 240, (32, 32, 3), dtype=np.uint8)
+    dimmer = (part * 0.5).round().astype(np.uint8)
+    async with serve(make_settings(tmp_path)) as (_, client):
+        answers = [
+            (await client.post("/inspect/lit", content=encode(shot), headers=PNG)).json()
+            for shot in (part, dimmer)
+        ]
+    assert answers[0]["model"]["exposure_mean"] == 0.4  # integrators see that images are rescaled
+    bright, dim = (answer["results"][0] for answer in answers)
+    assert dim["score"] == pytest.approx(bright["score"], rel=0.02)
+    with torch.inference_mode():
+        unnormalised = replace(detector.config, exposure_mean=None)
+        plain = AnomalyDetector(unnormalised).eval()
+        plain.load_state_dict(detector.state_dict())
+        dim_plain = plain(to_model_input([torch.from_numpy(dimmer)], 24)).image_score[0]
+    assert dim["score"] != pytest.approx(float(dim_plain), rel=0.02)  # the rescaling made the difference
+
+
 async def test_a_checkpoint_with_a_larger_image_size_scores_the_image_at_that_size(tmp_path):
     torch.manual_seed(0)
     calibration = Calibration(pixel_threshold=0.02, image_threshold=0.5, score_scale=0.1)
