@@ -106,6 +106,12 @@ CONFIGURATIONS = {
         ("--resize", "stretch"),
         "default on stretched images: each squashed to the square, whatever its shape",
     ),
+    "default-exposure": Configuration(
+        "default-exposure",
+        "default",
+        ("--normalize-exposure",),
+        "default with every image scaled to the training images' mean intensity",
+    ),
     "default-image-252": Configuration(
         "default-image-252",
         "default",
