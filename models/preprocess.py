@@ -16,9 +16,10 @@ For a square image the two are the same. A checkpoint records which one it was t
 
 Exposure normalisation (optional, ``exposure_mean``): each image's intensities are multiplied by
 one gain so that its mean is the training images' mean, the way a camera's automatic gain would.
-A shot of a normal part taken brighter or darker than usual then looks like the training images,
-instead of scoring higher in proportion to its brightness (measured on magnetic_tile, whose tiles
-were shot at several exposures: BENCHMARKS.md §2). One gain for all channels keeps the colours.
+A shot of a normal part taken brighter or darker than usual then looks like the training images.
+On magnetic_tile, whose tiles were shot at several exposures, the scores of good tiles followed
+their brightness without it and did not with it (BENCHMARKS.md §2, where it also shows what it did
+not help). One gain for all channels keeps the colours.
 """
 
 from collections.abc import Sequence

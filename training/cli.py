@@ -226,7 +226,13 @@ def cmd_fit(args) -> int:
         config = replace(config, texture=None)
     train_paths, val_paths = split_train_val(index.train, train_cfg.val_fraction, train_cfg.seed)
     if args.normalize_exposure:
-        config = replace(config, exposure_mean=round(mean_intensity(train_paths, color_mode), 6))
+        level = round(mean_intensity(train_paths, color_mode), 6)
+        if not 0 < level < 1:
+            raise ValueError(
+                f"--normalize-exposure: the training images' mean intensity is {level:g} (all black or "
+                "all white): there is no exposure to normalise to"
+            )
+        config = replace(config, exposure_mean=level)
     print(
         f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
         file=sys.stderr,

@@ -355,6 +355,18 @@ def test_defect_image_without_mask(fitted, tmp_path, capsys):
     _assert_one_error_line(capsys, code, "has no mask", str(mask))
 
 
+def test_exposure_normalisation_of_black_training_images_is_a_one_line_error(fitted, tmp_path, capsys):
+    data, _, _ = fitted
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    for path in list_images(copy / CATEGORY / "train" / "good"):
+        Image.new("RGB", Image.open(path).size).save(path)  # a capped lens: every frame black
+    out = tmp_path / "never.safetensors"
+    code = main(_args(copy, "fit", "--out", str(out), *SMALL_FIT, "--normalize-exposure"))
+    _assert_one_error_line(capsys, code, "--normalize-exposure", "mean intensity is 0")
+    assert not out.exists()
+
+
 def test_corrupt_checkpoint(fitted, tmp_path, capsys):
     data, original, _ = fitted
     corrupt = tmp_path / "corrupt.safetensors"
