@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import Checkpoint
-from models.preprocess import to_image_size, to_model_input
+from models.preprocess import to_image_size
 from models.scoring import defect_mask
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ def run_batch(
     """
     calibration = checkpoint.calibration
     tensors = [torch.from_numpy(image).to(device, non_blocking=True) for image in images]
-    x = to_model_input(
-        tensors, checkpoint.input_size, checkpoint.resize, checkpoint.exposure_mean
-    )  # (B, C, S, S)
+    x = checkpoint.model_input(tensors)  # (B, C, S, S)
     output = checkpoint.detector(x)
     normalized = calibration.normalize(output.image_score)  # (B,)
     masks, levels, areas, used = [], [], [], []

@@ -50,7 +50,7 @@ from app.inference import map_levels, run_batch
 from app.overlay import render_overlay
 from benchmarks.images import ImageSet, folder_images, synthetic_images
 from models.checkpoint import Checkpoint, load_checkpoint
-from models.preprocess import to_image_size, to_model_input
+from models.preprocess import to_image_size
 from models.scoring import defect_mask
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -166,15 +166,7 @@ def stages(
     ]
 
     def preprocess() -> list[torch.Tensor]:
-        return [
-            to_model_input(
-                [torch.from_numpy(a).to(device)],
-                checkpoint.input_size,
-                checkpoint.resize,
-                checkpoint.exposure_mean,
-            )
-            for a in decoded
-        ]
+        return [checkpoint.model_input([torch.from_numpy(a).to(device)]) for a in decoded]
 
     rows.append(stage("pre-process (upload, resize)", WORKER, *timed(preprocess, device, repeats, n)))
     size = best["batch_size"]
@@ -366,17 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     decoded = [decode_image(png, checkpoint.color_mode, 10**9) for png in images.pngs]
-    inputs = torch.cat(
-        [
-            to_model_input(
-                [torch.from_numpy(a).to(device)],
-                checkpoint.input_size,
-                checkpoint.resize,
-                checkpoint.exposure_mean,
-            )
-            for a in decoded
-        ]
-    )
+    inputs = torch.cat([checkpoint.model_input([torch.from_numpy(a).to(device)]) for a in decoded])
     by_batch = model_by_batch(checkpoint, inputs, args.batch_sizes, args.dtypes, args.repeats)
     first = [r for r in by_batch if r["dtype"] == args.dtypes[0]]
     best = min(first, key=lambda r: r["detector_wall_ms"])

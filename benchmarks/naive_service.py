@@ -23,7 +23,7 @@ from PIL import Image
 
 from models.checkpoint import load_checkpoint
 from models.imageio import to_array
-from models.preprocess import to_image_size, to_model_input
+from models.preprocess import to_image_size
 
 HEAT_OPACITY = 0.5
 
@@ -59,12 +59,7 @@ def create_app(checkpoint_path: str, device: str = "cpu") -> FastAPI:
         array = to_array(Image.open(file.file), checkpoint.color_mode)  # (H, W, C) uint8
         height, width = array.shape[:2]
         with torch.no_grad():
-            x = to_model_input(
-                [torch.from_numpy(array).to(device)],
-                checkpoint.input_size,
-                checkpoint.resize,
-                checkpoint.exposure_mean,
-            )
+            x = checkpoint.model_input([torch.from_numpy(array).to(device)])
             output = checkpoint.detector(x)
             amap = (
                 to_image_size(output.anomaly_map[0], height, width, checkpoint.resize).cpu().numpy()

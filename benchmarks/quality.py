@@ -46,7 +46,7 @@ import torch
 
 from models.checkpoint import load_checkpoint, read_metadata
 from training.config import PRESETS, TrainConfig
-from training.data import index_category, load_batch
+from training.data import index_category, load_as_checkpoint
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,7 @@ def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: 
     checkpoint = load_checkpoint(checkpoint_path, device)
     samples = index_category(data_root, category).test
     paths = [samples[i % len(samples)].path for i in range(16)]
-    batch = load_batch(
-        paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
-    ).to(device)
+    batch = load_as_checkpoint(paths, checkpoint).to(device)
     times = []
     with torch.inference_mode():  # as the service runs it: no autograd graph to build
         checkpoint.detector(batch)  # warm-up

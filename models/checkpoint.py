@@ -8,6 +8,7 @@ file and what is wrong, so an operator can act on it.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from safetensors.torch import save_file
 
 from models.calibration import Calibration
 from models.detector import AnomalyDetector, DetectorConfig
+from models.preprocess import to_model_input
 
 FORMAT_VERSION = 1
 METADATA_KEY = "sspcab_inspect"
@@ -63,6 +65,11 @@ class Checkpoint:
     @property
     def color_mode(self) -> str:
         return self.metadata["preprocessing"]["color_mode"]
+
+    def model_input(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(H, W, C) uint8 images to this detector's (B, C, S, S) input: ``to_model_input`` with the
+        size, resize and exposure level the checkpoint was trained with."""
+        return to_model_input(images, self.input_size, self.resize, self.exposure_mean)
 
 
 def preprocessing_for(config: DetectorConfig) -> dict:

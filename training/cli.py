@@ -29,6 +29,7 @@ from training.data import (
     detect_color_mode,
     fingerprint,
     index_category,
+    load_as_checkpoint,
     load_batch,
     mean_intensity,
     split_train_val,
@@ -336,9 +337,7 @@ def cmd_calibrate(args) -> int:
     # The same normal images fit held out: same fraction, same seed.
     seed = training.get("seed", 0)
     train_paths, val_paths = split_train_val(index.train, training.get("val_fraction", 0.1), seed)
-    val = load_batch(
-        val_paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
-    )
+    val = load_as_checkpoint(val_paths, checkpoint)
     if args.anomaly_map:
         detector = with_anomaly_map(checkpoint.detector, args.anomaly_map).to(device)
         checkpoint = replace(checkpoint, detector=detector)
@@ -352,13 +351,7 @@ def cmd_calibrate(args) -> int:
         texture = (detector.config.texture or TextureConfig()) if args.texture == "on" else None
         detector = with_texture(detector, texture).to(device)
         if detector.texture is not None:
-            train = load_batch(
-                train_paths,
-                checkpoint.input_size,
-                checkpoint.color_mode,
-                checkpoint.resize,
-                checkpoint.exposure_mean,
-            )
+            train = load_as_checkpoint(train_paths, checkpoint)
             detector.texture.remember(train, seed=seed)
         checkpoint = replace(checkpoint, detector=detector)
     if flips is not None:

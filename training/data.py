@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image
 
+from models.checkpoint import Checkpoint
 from models.imageio import to_array
 from models.preprocess import to_model_input
 
@@ -163,6 +164,13 @@ def choose_resize(paths: Sequence[Path]) -> tuple[str, str]:
     if high / low <= SHAPE_TOLERANCE:
         return "stretch", f"the {len(ratios)} training images share one shape ({span})"
     return "letterbox", f"the {len(ratios)} training images vary in shape ({span})"
+
+
+def load_as_checkpoint(paths: Sequence[Path], checkpoint: Checkpoint) -> torch.Tensor:
+    """``load_batch`` with the checkpoint's size, colour mode, resize and exposure level."""
+    return load_batch(
+        paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
+    )
 
 
 def mean_intensity(paths: Sequence[Path], color_mode: str) -> float:

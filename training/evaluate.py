@@ -14,7 +14,7 @@ from PIL import Image
 
 from models.checkpoint import Checkpoint
 from models.preprocess import to_image_size
-from training.data import CategoryIndex, load_batch, read_mask
+from training.data import CategoryIndex, load_as_checkpoint, read_mask
 from training.inference import score_images
 from training.metrics import aupro, auroc, binary_stats, f1_max, iou
 
@@ -83,13 +83,7 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
     """Score every test image with the checkpoint and compute the metrics."""
     if not any(s.is_anomalous for s in index.test) or all(s.is_anomalous for s in index.test):
         raise ValueError(f"{index.root / 'test'} needs both good and defective images to evaluate")
-    images = load_batch(
-        [s.path for s in index.test],
-        checkpoint.input_size,
-        checkpoint.color_mode,
-        checkpoint.resize,
-        checkpoint.exposure_mean,
-    )
+    images = load_as_checkpoint([s.path for s in index.test], checkpoint)
     scores_t, maps_t, recons = score_images(checkpoint.detector, images, device)
     masks = ground_truth(index)
     maps = [

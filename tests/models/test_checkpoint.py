@@ -20,6 +20,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.detector import AnomalyDetector
+from models.preprocess import to_model_input
 from tests.conftest import tiny_config
 
 
@@ -215,3 +216,18 @@ def test_tensor_of_the_wrong_shape(tiny_checkpoint, tmp_path):
 def test_not_a_file(tmp_path):
     _assert_error(tmp_path / "absent.safetensors", "no such file")
     _assert_error(tmp_path, "no such file")  # a directory
+
+
+def test_a_checkpoint_prepares_images_as_it_was_trained(tmp_path):
+    config = replace(tiny_config(), resize="letterbox", exposure_mean=0.3)
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    path = save_checkpoint(
+        tmp_path / "lit.safetensors", AnomalyDetector(config), category="lit", calibration=calibration
+    )
+    images = [
+        torch.randint(0, 256, (10, 30, 3), dtype=torch.uint8),
+        torch.full((24, 12, 3), 9, dtype=torch.uint8),
+    ]
+    x = load_checkpoint(path).model_input(images)
+    assert torch.equal(x, to_model_input(images, 24, "letterbox", 0.3))
+    assert not torch.equal(x, to_model_input(images, 24, "letterbox"))
