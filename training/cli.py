@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="learning rate over the planned steps")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        help="validate, early-stop on and keep an exponential moving average of the weights with this "
+        "decay per step (e.g. 0.995), instead of the live weights (default 0: off)",
+    )
     p.add_argument("--ssim-loss-weight", type=float)
     p.add_argument("--sspcab-loss-weight", type=float, help="λ of the SSPCAB self-supervised loss")
     p.add_argument(
@@ -187,6 +193,7 @@ def cmd_fit(args) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         lr_schedule=args.lr_schedule,
+        ema_decay=args.ema_decay,
         ssim_loss_weight=args.ssim_loss_weight,
         sspcab_loss_weight=args.sspcab_loss_weight,
         augment=args.augment,

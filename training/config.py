@@ -34,6 +34,9 @@ class TrainConfig:
     # loss; measured with the default it helped on magnetic_tile and hurt on tire (BENCHMARKS.md §2),
     # so the default stays constant.
     lr_schedule: str = "constant"
+    # Decay of an exponential moving average of the weights (``training.weight_average``), which is
+    # then what is validated and kept; 0 keeps the live weights.
+    ema_decay: float = 0.0
     mse_loss_weight: float = 1.0
     ssim_loss_weight: float = 1.0  # structural loss: sharper reconstructions of fine texture
     sspcab_loss_weight: float = 0.1  # λ of the SSPCAB self-supervised loss (Ristea et al. use 0.1)
@@ -73,6 +76,8 @@ class TrainConfig:
         for name in ("mse_loss_weight", "ssim_loss_weight", "sspcab_loss_weight", "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.on_collapse not in ON_COLLAPSE:

@@ -27,6 +27,7 @@ from models.detector import AnomalyDetector
 from models.scoring import ssim_loss
 from training.anomaly_synthesis import synthesize_batch
 from training.config import TrainConfig
+from training.weight_average import WeightAverage
 
 
 class TrainingCollapsed(RuntimeError):
@@ -177,7 +178,8 @@ def fit(
         device: where to train.
         progress: show a tqdm bar per epoch.
     Returns:
-        The detector with the best validation weights loaded, in eval mode, and the history.
+        The detector with the best validation weights loaded (with ``TrainConfig.ema_decay``, the
+        best epoch's weight average), in eval mode, and the history.
     Raises:
         TrainingCollapsed: validation MSE stayed at the mean-image level (see ``TrainConfig``).
     """
@@ -198,6 +200,9 @@ def fit(
         else None
     )
     optimizer = torch.optim.Adam(detector.parameters(), lr=config.learning_rate)
+    # With an average, it is what is validated, early-stopped on and kept; the live weights train.
+    average = WeightAverage(detector, config.ema_decay) if config.ema_decay else None
+    judged = average.model if average else detector
     epochs = config.epochs_for(train.shape[0])
     scheduler = learning_rate_schedule(
         optimizer, config, epochs * math.ceil(train.shape[0] / config.batch_size)
@@ -219,9 +224,11 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if average:
+                average.update(detector)
             total += float(loss.detach()) * x.shape[0]
         val_loss, val_mse, mean_mse, diversity, seg_loss = validate(
-            detector, val, mean_image, config, anomalies
+            judged, val, mean_image, config, anomalies
         )
         record = EpochRecord(
             epoch,
@@ -235,7 +242,7 @@ def fit(
         )
         result.history.append(record)
         if val_loss < best_loss:
-            best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(detector.state_dict()), epoch
+            best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(judged.state_dict()), epoch
         bar.set_postfix(
             train=f"{record.train_loss:.4f}",
             val=f"{val_loss:.4f}",

@@ -168,6 +168,14 @@ def test_on_collapse_reaches_the_training_config(fitted, tmp_path):
     assert read_metadata(checkpoint)["training"]["config"]["on_collapse"] == "warn"
 
 
+def test_ema_decay_reaches_the_training_config(fitted, tmp_path):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "averaged.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--ema-decay", "0.99"))
+    assert code == 0
+    assert read_metadata(checkpoint)["training"]["config"]["ema_decay"] == 0.99
+
+
 def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
     data, original, _ = fitted
     checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")

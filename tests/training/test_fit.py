@@ -79,6 +79,32 @@ def test_best_epoch_weights_are_restored_when_a_later_epoch_is_worse(data, monke
         assert torch.equal(a, b), name
 
 
+def test_with_a_weight_average_the_average_is_validated_and_kept(data, monkeypatch):
+    train, val = data
+    real_validate = validate
+    validated = []
+
+    def recording_validate(detector, *rest):
+        validated.append(detector)
+        return real_validate(detector, *rest)
+
+    monkeypatch.setattr(fit_module, "validate", recording_validate)
+    averaged = fit(_detector(), train, val, _config(ema_decay=0.9), CPU, progress=False)
+    live = fit(_detector(), train, val, _config(), CPU, progress=False)
+    # The average is a separate model: validation never saw the detector that trains.
+    assert all(d is validated[0] for d in validated[:3]) and validated[0] is not averaged.detector
+    assert validated[3] is live.detector
+    assert averaged.best_epoch == live.best_epoch == 3  # validation improves every epoch here
+    # Same seed, same steps: only what is kept differs, the average, and it is what was validated.
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(averaged.detector.parameters(), live.detector.parameters(), strict=True)
+    )
+    mean_image = train.mean(dim=0, keepdim=True)
+    val_mse = real_validate(averaged.detector, val, mean_image, _config())[1]
+    assert val_mse == pytest.approx(averaged.history[-1].val_mse, rel=1e-6)
+
+
 def test_early_stopping_after_patience(data, monkeypatch):
     train, val = data
     scripted = iter([0.1, 0.2, 0.3, 0.4, 0.5])
@@ -226,6 +252,7 @@ def test_resolve_device():
         ("sspcab_loss_weight", -0.1, "--sspcab-loss-weight"),
         ("patience", -1, "--patience"),
         ("patience_fraction", 1.5, "--patience-fraction"),
+        ("ema_decay", 1.0, "--ema-decay"),
         ("augment", "rotate", "--augment"),
         ("on_collapse", "ignore", "--on-collapse"),
         ("val_fraction", 1.0, "--val-fraction"),
