@@ -8,22 +8,25 @@ the same training but not its step-to-step noise; validation, early stopping and
 then use the average, and the live weights only train."""
 
 import copy
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-class WeightAverage:
+
+class WeightAverage(Generic[M]):
     """A copy of ``model`` whose weights (and BatchNorm statistics) follow the live ones at
     ``1 − decay`` per step. Early on the decay is lower, ``(1 + n) / (10 + n)`` after n steps, so the
     first steps, far from trained, do not linger in the average."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: M, decay: float) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"--ema-decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.steps = 0
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model: M = copy.deepcopy(model).eval().requires_grad_(False)
 
     def decay_now(self) -> float:
         """The decay of the next update."""
