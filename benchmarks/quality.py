@@ -112,6 +112,12 @@ CONFIGURATIONS = {
         ("--normalize-exposure",),
         "default with every image scaled to the training images' mean intensity",
     ),
+    "default-ema": Configuration(
+        "default-ema",
+        "default",
+        ("--ema-decay", "0.995"),
+        "default validated and kept as a moving average of its weights (decay 0.995 per step)",
+    ),
     "default-image-252": Configuration(
         "default-image-252",
         "default",
