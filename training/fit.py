@@ -27,7 +27,7 @@ from models.detector import AnomalyDetector
 from models.scoring import ssim_loss
 from training.anomaly_synthesis import synthesize_batch
 from training.config import TrainConfig
-from training.weight_average import WeightAverage
+from training.weight_average import WeightAverage, refresh_batch_norm
 
 
 class TrainingCollapsed(RuntimeError):
@@ -203,6 +203,7 @@ def fit(
     # With an average, it is what is validated, early-stopped on and kept; the live weights train.
     average = WeightAverage(detector, config.ema_decay) if config.ema_decay else None
     judged = average.model if average else detector
+    norm_batches = _batch_norm_batches(train, crop, config) if average else None
     epochs = config.epochs_for(train.shape[0])
     scheduler = learning_rate_schedule(
         optimizer, config, epochs * math.ceil(train.shape[0] / config.batch_size)
@@ -227,6 +228,8 @@ def fit(
             if average:
                 average.update(detector)
             total += float(loss.detach()) * x.shape[0]
+        if average and norm_batches is not None:
+            refresh_batch_norm(judged, lambda: _forward_all(judged, norm_batches))
         val_loss, val_mse, mean_mse, diversity, seg_loss = validate(
             judged, val, mean_image, config, anomalies
         )
@@ -284,6 +287,34 @@ def fit(
     detector.eval()
     result.seconds = time.perf_counter() - started
     return result
+
+
+# Training images (at most) that measure the weight average's BatchNorm statistics each epoch:
+# four batches of forward passes, a few seconds on the CPU.
+NORM_IMAGES = 64
+
+
+def _batch_norm_batches(train: torch.Tensor, crop: int, config: TrainConfig) -> list[torch.Tensor]:
+    """A fixed sample of training inputs like those the model trains on (cropped, and with the
+    head carrying synthetic anomalies at the training rate), in training-size batches."""
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    chosen = torch.randperm(train.shape[0], generator=generator)[:NORM_IMAGES].to(train.device)
+    images = random_crops(train[chosen], crop, generator)
+    rng = np.random.default_rng([config.seed, 2])
+    batches = []
+    for start in range(0, images.shape[0], config.batch_size):
+        batch = images[start : start + config.batch_size]
+        batches.append(
+            synthesize_batch(batch, rng, config.anomaly_probability, config.seamless_probability)[0]
+        )
+    return batches
+
+
+def _forward_all(detector: AnomalyDetector, batches: list[torch.Tensor]) -> None:
+    for inputs in batches:
+        recon = detector.cae(inputs)
+        if detector.head is not None:
+            detector.head(inputs, recon)
 
 
 def learning_rate_schedule(

@@ -88,12 +88,22 @@ def test_with_a_weight_average_the_average_is_validated_and_kept(data, monkeypat
         validated.append(detector)
         return real_validate(detector, *rest)
 
+    real_refresh = fit_module.refresh_batch_norm
+    refreshed = []
+
+    def recording_refresh(model, forward):
+        refreshed.append(model)
+        real_refresh(model, forward)
+
     monkeypatch.setattr(fit_module, "validate", recording_validate)
+    monkeypatch.setattr(fit_module, "refresh_batch_norm", recording_refresh)
     averaged = fit(_detector(), train, val, _config(ema_decay=0.9), CPU, progress=False)
     live = fit(_detector(), train, val, _config(), CPU, progress=False)
     # The average is a separate model: validation never saw the detector that trains.
     assert all(d is validated[0] for d in validated[:3]) and validated[0] is not averaged.detector
     assert validated[3] is live.detector
+    # Before each validation the average's BatchNorm statistics are measured for its own weights.
+    assert refreshed == validated[:3]
     assert averaged.best_epoch == live.best_epoch == 3  # validation improves every epoch here
     # Same seed, same steps: only what is kept differs, the average, and it is what was validated.
     assert any(

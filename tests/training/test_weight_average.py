@@ -1,10 +1,11 @@
-"""Tests for training/weight_average.py: the average's arithmetic, its warm-up and its counters."""
+"""Tests for training/weight_average.py: the average's arithmetic, its warm-up and its counters, and
+BatchNorm statistics measured anew."""
 
 import pytest
 import torch
 from torch import nn
 
-from training.weight_average import WeightAverage
+from training.weight_average import WeightAverage, refresh_batch_norm
 
 
 def _model(value: float) -> nn.Module:
@@ -66,3 +67,27 @@ def test_the_live_model_is_not_changed():
 def test_a_decay_outside_the_open_unit_interval_is_refused(decay):
     with pytest.raises(ValueError, match="--ema-decay"):
         WeightAverage(_model(0.0), decay)
+
+
+def test_refreshed_batch_norm_statistics_are_the_plain_average_over_the_batches():
+    model = _model(0.5).eval()
+    norm = model[1]
+    batches = [torch.randn(8, 2) * scale + shift for scale, shift in ((1, 0), (2, 3), (0.5, -1))]
+    refresh_batch_norm(model, lambda: [model(batch) for batch in batches])
+    features = [model[0](batch) for batch in batches]
+    expected_mean = torch.stack([f.mean(0) for f in features]).mean(0)
+    expected_var = torch.stack([f.var(0) for f in features]).mean(0)  # unbiased, as BatchNorm keeps
+    assert torch.allclose(norm.running_mean, expected_mean, atol=1e-5)
+    assert torch.allclose(norm.running_var, expected_var, atol=1e-5)
+    assert norm.momentum == 0.1 and not model.training  # what it was before
+
+
+def test_refresh_restores_momentum_and_mode_when_the_forward_pass_fails():
+    model = _model(0.5).train()
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        refresh_batch_norm(model, failing)
+    assert model[1].momentum == 0.1 and model.training
