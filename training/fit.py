@@ -228,7 +228,7 @@ def fit(
             if average:
                 average.update(detector)
             total += float(loss.detach()) * x.shape[0]
-        if average and norm_batches is not None:
+        if norm_batches is not None:  # with an average
             refresh_batch_norm(judged, lambda: _forward_all(judged, norm_batches))
         val_loss, val_mse, mean_mse, diversity, seg_loss = validate(
             judged, val, mean_image, config, anomalies
