@@ -34,7 +34,7 @@ from training.data import (
     mean_intensity,
     split_train_val,
 )
-from training.fit import TrainingCollapsed, fit, resolve_device
+from training.fit import TrainingCollapsed, fit, native_bfloat16, resolve_device
 
 EXIT_USAGE = 2
 
@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model without a head that collapses to a constant output: stop with an error "
         "(default) or warn and train on (to measure the collapsed model)",
     )
+    p.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="train in float32 even where the device computes bfloat16 natively (CUDA, or a CPU with "
+        "AMX or AVX512-BF16), where mixed precision is the default",
+    )
     p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -205,6 +211,7 @@ def cmd_fit(args) -> int:
         pixel_quantile=args.pixel_quantile,
         seed=args.seed,
         on_collapse=args.on_collapse,
+        amp=False if args.no_amp else None,
     )
     config = chosen.detector
     train_cfg = chosen.train
@@ -242,7 +249,8 @@ def cmd_fit(args) -> int:
             )
         config = replace(config, exposure_mean=level)
     print(
-        f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}",
+        f"fit {args.category}: preset {args.preset} ({chosen.description}), {color_mode}, device {device}"
+        f" ({'bfloat16 mixed precision' if train_cfg.amp and native_bfloat16(device) else 'float32'})",
         file=sys.stderr,
     )
     print(f"  model {json.dumps(config.to_dict())}", file=sys.stderr)
@@ -291,6 +299,7 @@ def cmd_fit(args) -> int:
             "fingerprint": fingerprint(index.train, index.root),
         },
         "duration_s": round(time.perf_counter() - started, 1),
+        "precision": result.precision,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
     }

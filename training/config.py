@@ -63,7 +63,9 @@ class TrainConfig:
     # Without a head a collapsed model is useless, so "stop" ends training with an error; "warn"
     # trains on and records the epoch, for comparisons that need the collapsed model's metrics.
     on_collapse: str = "stop"
-    amp: bool = True  # mixed precision (bfloat16) on CUDA; ignored on CPU
+    # Mixed precision (bfloat16 autocast) where the device computes it natively: CUDA, or a CPU with
+    # AMX or AVX512-BF16 (``training.fit.native_bfloat16``); float32 elsewhere.
+    amp: bool = True
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "collapse_patience")

@@ -176,6 +176,21 @@ def test_ema_decay_reaches_the_training_config(fitted, tmp_path):
     assert read_metadata(checkpoint)["training"]["config"]["ema_decay"] == 0.99
 
 
+def test_no_amp_trains_in_float32_and_the_checkpoint_says_which_precision_trained_it(fitted, tmp_path):
+    data, original, _ = fitted
+    checkpoint = tmp_path / "float32.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--no-amp"))
+    assert code == 0
+    training = read_metadata(checkpoint)["training"]
+    assert training["config"]["amp"] is False
+    assert training["precision"] == "float32"
+    default = read_metadata(original)["training"]
+    assert default["config"]["amp"] is True
+    assert default["precision"] == (
+        "bfloat16" if fit_module.native_bfloat16(torch.device("cpu")) else "float32"
+    )
+
+
 def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
     data, original, _ = fitted
     checkpoint = shutil.copy(original, tmp_path / "demo.safetensors")

@@ -12,7 +12,15 @@ import training.fit as fit_module
 from models.detector import AnomalyDetector
 from tests.conftest import tiny_config
 from training.config import TrainConfig
-from training.fit import TrainingCollapsed, augment, fit, random_crops, resolve_device, validate
+from training.fit import (
+    TrainingCollapsed,
+    augment,
+    fit,
+    native_bfloat16,
+    random_crops,
+    resolve_device,
+    validate,
+)
 
 CPU = torch.device("cpu")
 
@@ -248,6 +256,50 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cuda"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "native"),
+    [
+        ({"amx_bf16": True, "avx512_bf16": False}, True),
+        ({"amx_bf16": False, "avx512_bf16": True}, True),
+        ({"amx_bf16": False, "avx512_bf16": False, "avx2": True}, False),
+        ({}, False),  # a torch that reports nothing is not assumed to have it
+    ],
+)
+def test_a_cpu_computes_bfloat16_natively_only_with_amx_or_avx512_bf16(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert native_bfloat16(CPU) is native
+    assert native_bfloat16(torch.device("cuda")) is True
+    assert native_bfloat16(torch.device("meta")) is False
+
+
+def _dtypes_seen_by_the_first_convolution(detector: AnomalyDetector) -> list[torch.dtype]:
+    seen: list[torch.dtype] = []
+    first = next(m for m in detector.cae.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("native", "amp", "expected"),
+    [(True, True, "bfloat16"), (True, False, "float32"), (False, True, "float32")],
+)
+def test_training_runs_in_bfloat16_where_the_cpu_computes_it_natively_and_validates_in_float32(
+    data, monkeypatch, native, amp, expected
+):
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: native)
+    train, val = data
+    detector = _detector()
+    seen = _dtypes_seen_by_the_first_convolution(detector)
+    result = fit(detector, train, val, _config(epochs=1, amp=amp), CPU, progress=False)
+    assert result.precision == expected
+    steps = math.ceil(train.shape[0] / 4)
+    assert set(seen[:steps]) == {getattr(torch, expected)}  # the training steps
+    assert set(seen[steps:]) == {torch.float32}  # validation: the kept epoch is judged in full precision
+    assert all(math.isfinite(r.val_loss) for r in result.history)
+    assert all(p.dtype == torch.float32 for p in result.detector.parameters())  # the weights stay float32
+    assert all(p.is_contiguous() for p in result.detector.parameters())  # channels-last is undone
 
 
 @pytest.mark.parametrize(
