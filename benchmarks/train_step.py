@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| format | ms / step | range over rounds | speed-up over float32 |\n|---|---:|---|---:|")
     for name, row in rows.items():
-        low, high = row["range_ms"]
+        low, high = min(per_round[name]), max(per_round[name])
         print(f"| {name} | {row['ms_per_step']:.0f} | {low:.0f}–{high:.0f} | {row['speedup']:.2f}× |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
