@@ -15,6 +15,7 @@ AUGMENTATIONS = ("none", "flip", "flip+rot90")
 TRAINED_FLIPS = {"none": (), "flip": ("h", "v", "hv"), "flip+rot90": ("h", "v", "hv")}
 ON_COLLAPSE = ("stop", "warn")
 LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,11 @@ class TrainConfig:
     # Without a head a collapsed model is useless, so "stop" ends training with an error; "warn"
     # trains on and records the epoch, for comparisons that need the collapsed model's metrics.
     on_collapse: str = "stop"
-    # Mixed precision (bfloat16 autocast) where the device computes it natively: CUDA, or a CPU with
-    # AMX or AVX512-BF16 (``training.fit.native_bfloat16``); float32 elsewhere.
-    amp: bool = True
+    # What training's forward passes compute in (``training.fit.mixed_precision``). "auto": bfloat16
+    # autocast on CUDA, float32 on the CPU — a CPU with AMX or AVX512-BF16 trains 2.5× faster in
+    # bfloat16, but tire's image AUROC fell on three seeds of three (BENCHMARKS.md §2); "bfloat16"
+    # asks for it wherever the device computes it natively.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "collapse_patience")
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"--ema-decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.on_collapse not in ON_COLLAPSE:
             raise ValueError(f"--on-collapse must be one of {ON_COLLAPSE}, got {self.on_collapse!r}")
         if self.augment not in AUGMENTATIONS:

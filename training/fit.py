@@ -71,13 +71,31 @@ def resolve_device(name: str) -> torch.device:
 def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively, so that mixed precision speeds training up:
     CUDA, or a CPU with AMX or AVX512-BF16 (a training step 2.5× faster on this project's Xeon,
-    BENCHMARKS.md §2). Elsewhere a CPU emulates bfloat16, slower than float32."""
+    ``benchmarks.train_step``). Elsewhere a CPU emulates bfloat16, slower than float32."""
     if device.type == "cuda":
         return True
     if device.type != "cpu":
         return False
     capabilities: dict = getattr(torch.cpu, "get_capabilities", dict)()  # older torch: no report, no bf16
     return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+
+
+def mixed_precision(precision: str, device: torch.device) -> bool:
+    """Whether training on ``device`` autocasts to bfloat16, for ``TrainConfig.precision``.
+
+    Raises:
+        ValueError: bfloat16 asked for on a device that would only emulate it.
+    """
+    if precision == "float32":
+        return False
+    if precision == "auto":
+        return device.type == "cuda"
+    if not native_bfloat16(device):
+        raise ValueError(
+            f"--precision bfloat16: {device} does not compute bfloat16 natively (CUDA, or a CPU with "
+            "AMX or AVX512-BF16), and emulated it trains slower than float32"
+        )
+    return True
 
 
 def augment(batch: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
@@ -200,10 +218,12 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     detector.to(device)
-    use_amp = config.amp and native_bfloat16(device)
-    # oneDNN (CPU) and cuDNN both convolve channels-last tensors faster: on this project's Xeon a
-    # training step took 17 % less time in float32 and 25 % less with bfloat16.
-    detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    use_amp = mixed_precision(config.precision, device)
+    # cuDNN and oneDNN convolve channels-last tensors faster. Float32 on the CPU keeps the default
+    # layout all the same (1.23× faster in channels-last, ``benchmarks.train_step``): the layout
+    # changes float32's rounding, and so every CPU figure in BENCHMARKS.md would stop reproducing.
+    if device.type == "cuda" or use_amp:
+        detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     train, val = train.to(device), val.to(device)
     crop = detector.config.cae.input_size  # smaller than the images with DetectorConfig.image_size
     mean_image = train.mean(dim=0, keepdim=True)

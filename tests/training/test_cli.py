@@ -176,19 +176,30 @@ def test_ema_decay_reaches_the_training_config(fitted, tmp_path):
     assert read_metadata(checkpoint)["training"]["config"]["ema_decay"] == 0.99
 
 
-def test_no_amp_trains_in_float32_and_the_checkpoint_says_which_precision_trained_it(fitted, tmp_path):
+def test_precision_reaches_the_config_and_the_checkpoint_says_which_precision_trained_it(
+    fitted, tmp_path, monkeypatch
+):
     data, original, _ = fitted
-    checkpoint = tmp_path / "float32.safetensors"
-    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--no-amp"))
+    default = read_metadata(original)["training"]
+    assert (default["config"]["precision"], default["precision"]) == ("auto", "float32")  # on the CPU
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)
+    checkpoint = tmp_path / "bfloat16.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--precision", "bfloat16"))
     assert code == 0
     training = read_metadata(checkpoint)["training"]
-    assert training["config"]["amp"] is False
-    assert training["precision"] == "float32"
-    default = read_metadata(original)["training"]
-    assert default["config"]["amp"] is True
-    assert default["precision"] == (
-        "bfloat16" if fit_module.native_bfloat16(torch.device("cpu")) else "float32"
-    )
+    assert (training["config"]["precision"], training["precision"]) == ("bfloat16", "bfloat16")
+
+
+def test_bfloat16_on_a_cpu_that_would_emulate_it_is_one_line_and_no_checkpoint(fitted, tmp_path, monkeypatch):
+    data, _, _ = fitted
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: False)
+    checkpoint = tmp_path / "emulated.safetensors"
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = main(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--precision", "bfloat16"))
+    assert code != 0
+    assert "--precision bfloat16: cpu does not compute bfloat16 natively" in stderr.getvalue()
+    assert not checkpoint.exists()
 
 
 def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, capsys):
