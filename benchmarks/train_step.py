@@ -4,12 +4,13 @@ A step is what ``training.fit.fit`` does per batch: synthetic anomalies, the aut
 head forward (``training_loss``), backward, Adam. The formats, timed in alternating rounds so that a
 machine's drift hits each alike, and reported as the median ms per step and its ratio to the first:
 
-- ``float32``: float32, default (contiguous) memory layout — how ``fit`` trained before mixed
-  precision and channels-last came to the CPU;
-- ``float32 channels-last``: the same numbers in oneDNN's and cuDNN's preferred layout;
-- ``bfloat16 channels-last``: bfloat16 autocast as well — what ``fit`` does by default on CUDA and
-  on CPUs with AMX or AVX512-BF16 (``training.fit.native_bfloat16``); elsewhere a CPU emulates it,
-  and this row shows what that would cost.
+- ``float32``: float32, default (contiguous) memory layout — how ``fit`` trains on the CPU by
+  default (``--precision auto``);
+- ``float32 channels-last``: oneDNN's and cuDNN's preferred layout, which ``fit`` keeps off the
+  CPU's float32 because it changes the rounding that published figures were measured with;
+- ``bfloat16 channels-last``: bfloat16 autocast as well — ``fit``'s default on CUDA, and
+  ``--precision bfloat16`` on CPUs with AMX or AVX512-BF16 (``training.fit.native_bfloat16``);
+  elsewhere a CPU emulates it, and this row shows what that would cost.
 
     python -m benchmarks.train_step                      # RGB, batch 16, all threads
     python -m benchmarks.train_step --channels 1 --threads 1 --rounds 7
