@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU measurements in one command, under 8 minutes on one NVIDIA GPU:
 #   1. model throughput by batch size, fp32 and bf16 autocast, and the per-stage floor (benchmarks.floor);
-#   2. one training epoch of the default preset on synthetic data (python -m training fit --epochs 1);
+#   2. one training epoch of the default preset on synthetic data (python -m training fit --epochs 1),
+#      and one training step in float32 and bfloat16 (benchmarks.train_step);
 #   3. the service end to end at 64 concurrent clients (benchmarks.serve_load), when FastAPI is importable.
 # Results are files in OUT_DIR (default: $OUT, else reports/device): nvidia-smi.txt, train_epoch.json,
-# floor.md/.json, serve_load.md/.json, device.log.
+# train_step.md/.json, floor.md/.json, serve_load.md/.json, device.log.
 #
 #   bash benchmarks/device.sh                      # on the GPU machine
 #   bash benchmarks/device.sh --device cpu --quick /tmp/device-smoke   # smoke check of the Python parts
@@ -28,9 +29,9 @@ done
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] && [ "$PYTHON" = python3 ] && PYTHON=.venv/bin/python
 if [ "$QUICK" = 1 ]; then
-  N_TRAIN=12; BATCHES="1 4"; DURATION=3; WARMUP=1; CLIENTS=8; IMAGES=8; REPEATS=2
+  N_TRAIN=12; BATCHES="1 4"; DURATION=3; WARMUP=1; CLIENTS=8; IMAGES=8; REPEATS=2; STEPS=1
 else
-  N_TRAIN=200; BATCHES="1 4 8 16 32 64 128"; DURATION=20; WARMUP=5; CLIENTS=64; IMAGES=64; REPEATS=5
+  N_TRAIN=200; BATCHES="1 4 8 16 32 64 128"; DURATION=20; WARMUP=5; CLIENTS=64; IMAGES=64; REPEATS=5; STEPS=10
 fi
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d /tmp/device-bench.XXXXXX)"
@@ -69,6 +70,11 @@ print(json.dumps({"fit": fit, "wall_s_including_start_and_calibration": round(en
                   "train_images": int(sys.argv[4]), "device": sys.argv[5]}, indent=1))
 PY
 cat "$OUT_DIR/train_epoch.json" >> "$LOG"
+
+say "one training step in float32 and bfloat16 (benchmarks.train_step)"
+"$PYTHON" -m benchmarks.train_step --device "$DEVICE" --rounds "$REPEATS" --steps "$STEPS" \
+  --out "$OUT_DIR/train_step.json" > "$OUT_DIR/train_step.md" 2>> "$LOG"
+cat "$OUT_DIR/train_step.md" >> "$LOG"
 
 say "floor and model throughput by batch size (fp32, bf16)"
 "$PYTHON" -m benchmarks.floor --checkpoint "$WORK/weights/demo.safetensors" --device "$DEVICE" \
