@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="what training computes in: auto (default) is bfloat16 autocast on CUDA and float32 on "
-        "the CPU; bfloat16 also on a CPU with AMX or AVX512-BF16 (2.5x faster there; at the same "
+        help="what training computes in: auto (default) is bfloat16 autocast on a GPU from Ampere on "
+        "and float32 elsewhere; bfloat16 also on a CPU with AMX or AVX512-BF16 (2.5x faster there; at the same "
         "--max-steps it lowered tire's image AUROC, at twice the steps it was level with float32)",
     )
     p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))

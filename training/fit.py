@@ -70,10 +70,14 @@ def resolve_device(name: str) -> torch.device:
 
 def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 natively, so that mixed precision speeds training up:
-    CUDA, or a CPU with AMX or AVX512-BF16 (a training step 2.5× faster on this project's Xeon,
-    ``benchmarks.train_step``). Elsewhere a CPU emulates bfloat16, slower than float32."""
+    a GPU from Ampere on, or a CPU with AMX or AVX512-BF16 (a training step 2.5× faster on this
+    project's Xeon, ``benchmarks.train_step``). Older GPUs and other CPUs emulate bfloat16, slower
+    than float32."""
     if device.type == "cuda":
-        return True
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.4 has no emulation to exclude: its answer is the native one
+            return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
     capabilities: dict = getattr(torch.cpu, "get_capabilities", dict)()  # older torch: no report, no bf16
@@ -89,11 +93,11 @@ def mixed_precision(precision: str, device: torch.device) -> bool:
     if precision == "float32":
         return False
     if precision == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" and native_bfloat16(device)
     if not native_bfloat16(device):
         raise ValueError(
-            f"--precision bfloat16: {device} does not compute bfloat16 natively (CUDA, or a CPU with "
-            "AMX or AVX512-BF16), and emulated it trains slower than float32"
+            f"--precision bfloat16: {device} does not compute bfloat16 natively (a GPU from Ampere on, "
+            "or a CPU with AMX or AVX512-BF16), and emulated it trains slower than float32"
         )
     return True
 

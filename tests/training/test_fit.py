@@ -271,8 +271,20 @@ def test_resolve_device():
 def test_a_cpu_computes_bfloat16_natively_only_with_amx_or_avx512_bf16(monkeypatch, capabilities, native):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
     assert native_bfloat16(CPU) is native
-    assert native_bfloat16(torch.device("cuda")) is True
     assert native_bfloat16(torch.device("meta")) is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_gpu_computes_bfloat16_natively_when_torch_says_so_without_emulation(monkeypatch, native):
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert native_bfloat16(torch.device("cuda")) is native
+    assert asked == [False]  # emulated bfloat16 (a pre-Ampere GPU) does not count
 
 
 def _seen_by_the_first_convolution(detector: AnomalyDetector) -> list[tuple[torch.dtype, bool]]:
@@ -311,12 +323,17 @@ def test_on_the_cpu_training_runs_in_bfloat16_only_when_asked_and_validates_in_f
 
 def test_auto_precision_is_bfloat16_on_cuda_only_and_bfloat16_is_refused_where_it_is_emulated(monkeypatch):
     cuda = torch.device("cuda")
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)  # native everywhere
     assert mixed_precision("auto", cuda) and not mixed_precision("auto", CPU)
     assert not mixed_precision("float32", cuda) and not mixed_precision("float32", CPU)
     monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: device.type == "cuda")
     assert mixed_precision("bfloat16", cuda)
     with pytest.raises(ValueError, match="--precision bfloat16: cpu does not compute bfloat16 natively"):
         mixed_precision("bfloat16", CPU)
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: False)  # a pre-Ampere GPU
+    assert not mixed_precision("auto", cuda)  # auto trains it in float32
+    with pytest.raises(ValueError, match="--precision bfloat16: cuda does not compute bfloat16 natively"):
+        mixed_precision("bfloat16", cuda)
 
 
 @pytest.mark.parametrize(
