@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from models.calibration import Calibration
 from models.detector import AnomalyDetector, DetectorConfig
-from models.preprocess import to_model_input
+from models.preprocess import Box, to_model_input
 
 FORMAT_VERSION = 1
 METADATA_KEY = "sspcab_inspect"
@@ -63,13 +63,17 @@ class Checkpoint:
         return self.detector.config.exposure_mean
 
     @property
+    def roi(self) -> Box | None:
+        return self.detector.config.roi
+
+    @property
     def color_mode(self) -> str:
         return self.metadata["preprocessing"]["color_mode"]
 
     def model_input(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """(H, W, C) uint8 images to this detector's (B, C, S, S) input: ``to_model_input`` with the
-        size, resize and exposure level the checkpoint was trained with."""
-        return to_model_input(images, self.input_size, self.resize, self.exposure_mean)
+        size, resize, exposure level and region of interest the checkpoint was trained with."""
+        return to_model_input(images, self.input_size, self.resize, self.exposure_mean, self.roi)
 
 
 def preprocessing_for(config: DetectorConfig) -> dict:
@@ -78,6 +82,7 @@ def preprocessing_for(config: DetectorConfig) -> dict:
         "color_mode": "RGB" if config.channels == 3 else "L",
         "resize": config.resize,
         "exposure_mean": config.exposure_mean,
+        "roi": list(config.roi) if config.roi else None,
         "interpolation": "bilinear, antialiased",
         "value_range": [0.0, 1.0],
     }

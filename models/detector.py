@@ -16,7 +16,7 @@ from torch import nn
 from models.cae import CAE, CAEConfig
 from models.flips import flip_views, merge_views
 from models.head import DiscriminativeHead, HeadConfig
-from models.preprocess import RESIZE_MODES
+from models.preprocess import RESIZE_MODES, Box, check_roi
 from models.scoring import (
     FUSED_MAP,
     HEAD_MAPS,
@@ -46,8 +46,16 @@ class DetectorConfig:
     # Exposure normalisation (``models.preprocess.normalize_exposure``): each image is scaled to this
     # mean intensity in (0, 1), the training images' mean (``fit --normalize-exposure``). None: off.
     exposure_mean: float | None = None
+    # Region of interest (``models.preprocess``): only this box of every image, as fractions of its
+    # width and height (left, top, right, bottom), is inspected (``fit --roi``). None: the whole image.
+    roi: Box | None = None
 
     def __post_init__(self) -> None:
+        if self.roi is not None:  # JSON gives a list
+            try:
+                object.__setattr__(self, "roi", check_roi(self.roi))
+            except ValueError as err:
+                raise ValueError(f"DetectorConfig.roi: {err}") from None
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"DetectorConfig.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if self.exposure_mean is not None and not 0 < self.exposure_mean < 1:
@@ -83,6 +91,7 @@ class DetectorConfig:
             "resize": self.resize,
             "image_size": self.image_size,
             "exposure_mean": self.exposure_mean,
+            "roi": list(self.roi) if self.roi else None,
         }
 
     @classmethod
@@ -96,6 +105,7 @@ class DetectorConfig:
             resize=data.get("resize", "stretch"),  # the only resize before letterboxing existed
             image_size=data.get("image_size"),  # older checkpoints score at the CAE's input size
             exposure_mean=data.get("exposure_mean"),  # older checkpoints take images as they are
+            roi=data.get("roi"),  # older checkpoints inspect the whole image
         )
 
     @property

@@ -14,6 +14,13 @@ Two ways to fit an image of any shape into the model's square (``RESIZE_MODES``)
 For a square image the two are the same. A checkpoint records which one it was trained with;
 ``training fit`` chooses it from the training images' shapes unless told (``training.data.choose_resize``).
 
+Region of interest (optional, ``roi``): a camera on a line sees the part and around it; the
+model's few pixels are better spent on the part. A box given as fractions of the image's width and
+height (left, top, right, bottom), so that it holds whatever the camera's resolution, is cut out
+before the resize, and the map returns into that box of the whole frame, zero (nothing inspected)
+outside. On tire, whose part fills about half of a 300 × 400 photo, the box gave a trained model
+1.6 × 1.4 times the pixels on the part and lifted image AUROC (BENCHMARKS.md §2).
+
 Exposure normalisation (optional, ``exposure_mean``): each image's intensities are multiplied by
 one gain so that its mean is the training images' mean, the way a camera's automatic gain would.
 A shot of a normal part taken brighter or darker than usual then looks like the training images.
@@ -22,6 +29,7 @@ their brightness without it and did not with it (BENCHMARKS.md §2, where it als
 not help). One gain for all channels keeps the colours.
 """
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -29,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 RESIZE_MODES = ("stretch", "letterbox")
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom), fractions of width and height
 
 
 class Region(NamedTuple):
@@ -51,8 +61,39 @@ def model_region(height: int, width: int, size: int, resize: str) -> Region:
     return Region((size - h) // 2, (size - w) // 2, h, w)
 
 
+def check_roi(roi: Sequence[float]) -> Box:
+    """``roi`` as a Box, or ValueError saying what is wrong with it."""
+    box = tuple(float(v) for v in roi)
+    if len(box) != 4:
+        raise ValueError(f"a region of interest is 4 numbers (left, top, right, bottom), got {len(box)}")
+    left, top, right, bottom = box
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise ValueError(
+            "a region of interest is (left, top, right, bottom) as fractions of the width and height, "
+            f"with 0 <= left < right <= 1 and 0 <= top < bottom <= 1; got {box}"
+        )
+    return left, top, right, bottom
+
+
+def roi_region(height: int, width: int, roi: Box) -> Region:
+    """The pixels of an (height, width) image that ``roi`` covers: every pixel the box touches, at
+    least one."""
+    left, top, right, bottom = roi
+    # The tolerance keeps a fraction written for a whole pixel (0.8 of 300) on that pixel edge
+    # although 0.8 * 300 is 240.00000000000003 in floating point.
+    x0 = min(math.floor(left * width + 1e-9), width - 1)
+    y0 = min(math.floor(top * height + 1e-9), height - 1)
+    x1 = max(x0 + 1, math.ceil(right * width - 1e-9))
+    y1 = max(y0 + 1, math.ceil(bottom * height - 1e-9))
+    return Region(y0, x0, min(y1, height) - y0, min(x1, width) - x0)
+
+
 def to_model_input(
-    images: Sequence[torch.Tensor], size: int, resize: str = "stretch", exposure_mean: float | None = None
+    images: Sequence[torch.Tensor],
+    size: int,
+    resize: str = "stretch",
+    exposure_mean: float | None = None,
+    roi: Box | None = None,
 ) -> torch.Tensor:
     """Stack images of any sizes into a model batch.
 
@@ -62,6 +103,7 @@ def to_model_input(
         resize: one of RESIZE_MODES.
         exposure_mean: when set, each image is scaled to this mean intensity (in [0, 1]) before the
             padding, so the mean is the image's own, not its mirror band's.
+        roi: when set, only this box of each image (``roi_region``) becomes the model input.
     Returns:
         (B, C, size, size) float32 in [0, 1], on the images' device.
     """
@@ -71,6 +113,9 @@ def to_model_input(
     for image in images:
         if image.ndim != 3:
             raise ValueError(f"expected an (H, W, C) image, got shape {tuple(image.shape)}")
+        if roi is not None:
+            top, left, h, w = roi_region(image.shape[0], image.shape[1], roi)
+            image = image[top : top + h, left : left + w]  # a view: the crop copies nothing
         x = image.permute(2, 0, 1)[None].float().div_(255.0)  # (1, C, H, W)
         region = model_region(x.shape[-2], x.shape[-1], size, resize)
         if x.shape[-2:] != (region.height, region.width):
@@ -120,9 +165,17 @@ def _mirror_pad(x: torch.Tensor, region: Region, size: int) -> torch.Tensor:
     return x
 
 
-def to_image_size(amap: torch.Tensor, height: int, width: int, resize: str = "stretch") -> torch.Tensor:
+def to_image_size(
+    amap: torch.Tensor, height: int, width: int, resize: str = "stretch", roi: Box | None = None
+) -> torch.Tensor:
     """A (S, S) anomaly map back on an image's own (height, width) pixels: the image's region of
-    the model input (``model_region``), resized bilinearly."""
+    the model input (``model_region``), resized bilinearly; with a region of interest, into that
+    box of a map that is zero elsewhere."""
+    if roi is not None:
+        top, left, h, w = roi_region(height, width, roi)
+        frame = amap.new_zeros((height, width))
+        frame[top : top + h, left : left + w] = to_image_size(amap, h, w, resize)
+        return frame
     if amap.shape == (height, width):
         return amap
     top, left, h, w = model_region(height, width, amap.shape[-1], resize)

@@ -231,3 +231,18 @@ def test_a_checkpoint_prepares_images_as_it_was_trained(tmp_path):
     x = load_checkpoint(path).model_input(images)
     assert torch.equal(x, to_model_input(images, 24, "letterbox", 0.3))
     assert not torch.equal(x, to_model_input(images, 24, "letterbox"))
+
+
+def test_the_region_of_interest_travels_in_the_checkpoint_and_crops_its_inputs(tmp_path):
+    roi = (0.25, 0.0, 0.75, 0.5)
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    detector = AnomalyDetector(replace(tiny_config(), roi=roi))
+    path = save_checkpoint(tmp_path / "roi.safetensors", detector, category="roi", calibration=calibration)
+    assert read_metadata(path)["preprocessing"]["roi"] == list(roi)  # what serving reads
+    loaded = load_checkpoint(path)
+    assert loaded.roi == roi
+    image = torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8)
+    assert torch.equal(loaded.model_input([image]), to_model_input([image[:20, 10:30]], 24))
+    _, metadata = _contents(path)
+    del metadata["model"]["roi"]  # written before regions of interest existed
+    assert load_checkpoint(_rewrite(path, tmp_path / "older.safetensors", metadata=metadata)).roi is None

@@ -1,4 +1,5 @@
-"""Tests for models/detector.py's configuration: the image size a detector scores at, its exposure."""
+"""Tests for models/detector.py's configuration: the image size a detector scores at, its exposure,
+its region of interest."""
 
 from dataclasses import replace
 
@@ -43,3 +44,18 @@ def test_the_exposure_level_round_trips_and_older_configs_take_images_as_they_ar
 def test_an_exposure_level_outside_the_unit_interval_is_refused(level):
     with pytest.raises(ValueError, match=r"exposure_mean must be in \(0, 1\)"):
         replace(tiny_config(), exposure_mean=level)
+
+
+def test_the_region_of_interest_round_trips_from_json_and_older_configs_inspect_the_whole_image():
+    assert tiny_config().roi is None
+    config = replace(tiny_config(), roi=[0.1, 0.2, 0.9, 1])  # as JSON gives it
+    assert config.roi == (0.1, 0.2, 0.9, 1.0)
+    assert DetectorConfig.from_dict(config.to_dict()) == config
+    older = tiny_config().to_dict()
+    del older["roi"]
+    assert DetectorConfig.from_dict(older).roi is None
+
+
+def test_an_empty_region_of_interest_is_refused():
+    with pytest.raises(ValueError, match=r"DetectorConfig.roi: .*0 <= left < right <= 1"):
+        replace(tiny_config(), roi=(0.6, 0.0, 0.4, 1.0))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.preprocess import Region, model_region, to_image_size, to_model_input
+from models.preprocess import Region, check_roi, model_region, roi_region, to_image_size, to_model_input
 
 
 def test_any_sizes_become_one_square_batch_in_unit_range():
@@ -138,3 +138,30 @@ def test_exposure_is_measured_on_the_image_not_its_letterbox_band():
     top, left, h, w = model_region(8, 24, 24, "letterbox")
     assert x[top : top + h, left : left + w].mean() == pytest.approx(0.1, abs=1e-4)
     assert abs(float(x.mean()) - 0.1) > 0.01  # the mirrored band is brighter: it must not count
+
+
+def test_a_region_of_interest_is_checked_and_covers_every_pixel_it_touches():
+    assert check_roi([0, 0.25, 1, 0.75]) == (0.0, 0.25, 1.0, 0.75)
+    for bad in ([0.5, 0, 0.5, 1], [0, 0, 1.2, 1], [-0.1, 0, 1, 1], [0, 0.9, 1, 0.1], [0, 0, 1]):
+        with pytest.raises(ValueError, match="region of interest"):
+            check_roi(bad)
+    assert roi_region(400, 300, (0.185, 0.1375, 0.8, 0.8625)) == Region(55, 55, 290, 185)  # 0.8 * 300 = 240
+    assert roi_region(10, 10, (0.31, 0.0, 0.39, 1.0)) == Region(0, 3, 10, 1)  # inside one pixel: that pixel
+    assert roi_region(10, 10, (0.99, 0.99, 1.0, 1.0)) == Region(9, 9, 1, 1)
+
+
+def test_the_model_input_of_a_region_of_interest_is_that_box_of_the_image():
+    image = torch.randint(0, 256, (40, 60, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    roi = (0.25, 0.5, 0.75, 1.0)  # columns 15..44, rows 20..39
+    box = image[20:40, 15:45].contiguous()
+    for resize in ("stretch", "letterbox"):
+        assert torch.equal(to_model_input([image], 24, resize, roi=roi), to_model_input([box], 24, resize))
+
+
+def test_a_region_of_interest_map_returns_into_its_box_and_is_zero_elsewhere():
+    amap = torch.rand(16, 16, generator=torch.Generator().manual_seed(4)) + 0.5
+    frame = to_image_size(amap, 40, 60, "letterbox", roi=(0.25, 0.5, 0.75, 1.0))
+    assert frame.shape == (40, 60)
+    assert torch.equal(frame[20:40, 15:45], to_image_size(amap, 20, 30, "letterbox"))
+    frame[20:40, 15:45] = 0
+    assert not frame.any()  # nothing was inspected outside the box
