@@ -17,7 +17,7 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
-from models.preprocess import RESIZE_MODES
+from models.preprocess import RESIZE_MODES, check_roi, roi_region
 from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS, ScoringConfig
 from models.texture_memory import TextureConfig
 from training import synth
@@ -28,6 +28,7 @@ from training.data import (
     choose_resize,
     detect_color_mode,
     fingerprint,
+    image_shape,
     index_category,
     load_as_checkpoint,
     load_batch,
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how an image fits the square input: letterbox keeps its aspect ratio, stretch squashes "
         "it, auto stretches images that share one shape and letterboxes images that vary "
         "(default: the preset's, auto but for the starting preset's stretch)",
+    )
+    p.add_argument(
+        "--roi",
+        metavar="LEFT,TOP,RIGHT,BOTTOM",
+        help="inspect only this box of every image, as fractions of its width and height (0.2,0.1,0.8,0.9: "
+        "the middle 60%% of the width, 80%% of the height): the model's pixels go to the part, not "
+        "to what the camera sees around it; the map is zero outside (default: the whole image)",
     )
     p.add_argument(
         "--normalize-exposure",
@@ -230,6 +238,8 @@ def cmd_fit(args) -> int:
     if resize == "auto":
         resize, resize_reason = choose_resize(index.train)
     config = replace(config, resize=resize)
+    if args.roi:
+        config = replace(config, roi=_roi(args.roi))
     if args.no_sspcab:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
@@ -258,8 +268,16 @@ def cmd_fit(args) -> int:
     print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
     print(f"  resize {resize}: {resize_reason}", file=sys.stderr)
     started = time.perf_counter()
-    train = load_batch(train_paths, config.input_size, color_mode, config.resize, config.exposure_mean)
-    val = load_batch(val_paths, config.input_size, color_mode, config.resize, config.exposure_mean)
+    if config.roi:
+        top, left, height, width = roi_region(*image_shape(train_paths[0]), config.roi)
+        print(
+            f"  roi {','.join(f'{v:g}' for v in config.roi)}: columns {left}–{left + width - 1}, rows "
+            f"{top}–{top + height - 1} of the first training image",
+            file=sys.stderr,
+        )
+    loading = (config.input_size, color_mode, config.resize, config.exposure_mean, config.roi)
+    train = load_batch(train_paths, *loading)
+    val = load_batch(val_paths, *loading)
     torch.manual_seed(train_cfg.seed)
     detector = AnomalyDetector(config)
     result = fit(detector, train, val, train_cfg, device, progress=not args.no_progress)
@@ -343,6 +361,13 @@ def _flip_names(text: str) -> tuple[str, ...]:
     except ValueError as err:
         raise ValueError(f"--test-time-flips {text!r}: {err}") from None
     return names
+
+
+def _roi(text: str):
+    try:
+        return check_roi([float(v) for v in text.split(",")])
+    except ValueError as err:
+        raise ValueError(f"--roi {text!r}: {err}") from None
 
 
 def cmd_calibrate(args) -> int:

@@ -18,7 +18,7 @@ from PIL import ExifTags, Image
 
 from models.checkpoint import Checkpoint
 from models.imageio import to_array
-from models.preprocess import to_model_input
+from models.preprocess import Box, to_model_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
@@ -136,8 +136,8 @@ SHAPE_TOLERANCE = 1.1
 TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height (``to_array`` applies them)
 
 
-def aspect_ratio(path: Path) -> float:
-    """Width / height of an image as ``read_image`` will return it, from its header alone."""
+def image_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of an image as ``read_image`` will return it, from its header alone."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -145,6 +145,12 @@ def aspect_ratio(path: Path) -> float:
                 width, height = height, width
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None
+    return height, width
+
+
+def aspect_ratio(path: Path) -> float:
+    """Width / height of an image as ``read_image`` will return it, from its header alone."""
+    height, width = image_shape(path)
     return width / height
 
 
@@ -167,9 +173,15 @@ def choose_resize(paths: Sequence[Path]) -> tuple[str, str]:
 
 
 def load_as_checkpoint(paths: Sequence[Path], checkpoint: Checkpoint) -> torch.Tensor:
-    """``load_batch`` with the checkpoint's size, colour mode, resize and exposure level."""
+    """``load_batch`` with the checkpoint's size, colour mode, resize, exposure level and region of
+    interest."""
     return load_batch(
-        paths, checkpoint.input_size, checkpoint.color_mode, checkpoint.resize, checkpoint.exposure_mean
+        paths,
+        checkpoint.input_size,
+        checkpoint.color_mode,
+        checkpoint.resize,
+        checkpoint.exposure_mean,
+        checkpoint.roi,
     )
 
 
@@ -185,12 +197,13 @@ def load_batch(
     color_mode: str,
     resize: str = "stretch",
     exposure_mean: float | None = None,
+    roi: Box | None = None,
     chunk: int = 64,
 ) -> torch.Tensor:
     """Read and resize images into a (N, C, size, size) float tensor in [0, 1] (kept in memory);
-    ``resize`` and ``exposure_mean`` as ``models.preprocess.to_model_input`` takes them."""
+    ``resize``, ``exposure_mean`` and ``roi`` as ``models.preprocess.to_model_input`` takes them."""
     out = []
     for start in range(0, len(paths), chunk):
         arrays = [torch.from_numpy(read_image(p, color_mode)) for p in paths[start : start + chunk]]
-        out.append(to_model_input(arrays, size, resize, exposure_mean))
+        out.append(to_model_input(arrays, size, resize, exposure_mean, roi))
     return torch.cat(out)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import Checkpoint
-from models.preprocess import to_image_size
+from models.preprocess import Box, to_image_size
 from training.data import CategoryIndex, load_as_checkpoint, read_mask
 from training.inference import score_images
 from training.metrics import aupro, auroc, binary_stats, f1_max, iou
@@ -33,6 +33,7 @@ class EvaluationRun:
     maps: list[np.ndarray]  # per image, at the ground truth's resolution
     masks: list[np.ndarray]  # per image ground truth (all False for good images)
     resize: str = "stretch"  # how the images became model inputs (``models.preprocess``)
+    roi: Box | None = None  # the box of each image that became its model input; maps are zero outside
 
 
 def ground_truth(index: CategoryIndex) -> list[np.ndarray]:
@@ -87,7 +88,7 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
     scores_t, maps_t, recons = score_images(checkpoint.detector, images, device)
     masks = ground_truth(index)
     maps = [
-        to_image_size(m, mask.shape[0], mask.shape[1], checkpoint.resize).numpy()
+        to_image_size(m, mask.shape[0], mask.shape[1], checkpoint.resize, checkpoint.roi).numpy()
         for m, mask in zip(maps_t, masks, strict=True)
     ]
     scores = scores_t.numpy().astype(np.float64)
@@ -117,4 +118,6 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
         "category": index.category,
         "checkpoint": str(checkpoint.path),
     }
-    return EvaluationRun(metrics, defects, scores, images, recons, maps, masks, checkpoint.resize)
+    return EvaluationRun(
+        metrics, defects, scores, images, recons, maps, masks, checkpoint.resize, checkpoint.roi
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.preprocess import model_region
+from models.preprocess import model_region, roi_region
 from training.evaluate import HEADLINE, EvaluationRun
 from training.metrics import pro_curve, roc_curve
 
@@ -119,20 +119,26 @@ def _examples(run: EvaluationRun, threshold: float, out: Path) -> None:
     fig, axes = plt.subplots(len(picks), 4, figsize=(10, 2.5 * len(picks)), squeeze=False)
     vmax = max(float(np.percentile(np.concatenate([run.maps[i].ravel() for i in picks]), 99.9)), threshold)
     for row, i in enumerate(picks):
-        image = image_part(run.images[i], run.masks[i].shape, run.resize)
-        recon = image_part(run.reconstructions[i], run.masks[i].shape, run.resize)
+        # What the model inspected: with a region of interest, that box of the map and the truth.
+        height, width = run.masks[i].shape
+        top, left, h, w = roi_region(height, width, run.roi) if run.roi else (0, 0, height, width)
+        amap, truth = (
+            run.maps[i][top : top + h, left : left + w],
+            run.masks[i][top : top + h, left : left + w],
+        )
+        image = image_part(run.images[i], (h, w), run.resize)
+        recon = image_part(run.reconstructions[i], (h, w), run.resize)
         cmap = "gray" if image.ndim == 2 else None
         panels = [
             (image, cmap, f"{run.defects[i]}  score {run.scores[i]:.4g}"),
             (recon, cmap, "reconstruction"),
-            (run.maps[i], "jet", "anomaly map"),
+            (amap, "jet", "anomaly map"),
         ]
         for col, (data, cm, title) in enumerate(panels):
             kwargs = {"vmin": 0, "vmax": vmax} if col == 2 else {"vmin": 0, "vmax": 1}
             axes[row, col].imshow(data, cmap=cm, **kwargs)
             axes[row, col].set_title(title, fontsize=8)
-        predicted = run.maps[i] > threshold
-        truth = run.masks[i]
+        predicted = amap > threshold
         # green: found, red: missed, blue: false alarm
         overlay = np.stack([truth & ~predicted, truth & predicted, predicted & ~truth], axis=-1).astype(float)
         axes[row, 3].imshow(overlay)

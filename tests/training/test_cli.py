@@ -13,8 +13,8 @@ from PIL import Image
 import training.fit as fit_module
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
-from training.data import list_images, split_train_val
-from training.evaluate import HEADLINE
+from training.data import index_category, list_images, split_train_val
+from training.evaluate import HEADLINE, evaluate
 
 CATEGORY = "demo"
 
@@ -116,6 +116,33 @@ def test_exposure_normalised_fit_records_the_training_images_level_and_evaluates
     assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
     assert main(_args(data, "calibrate", "--checkpoint", str(checkpoint))) == 0  # keeps the level
     assert read_metadata(checkpoint)["model"]["exposure_mean"] == meta["model"]["exposure_mean"]
+
+
+def test_a_region_of_interest_fit_inspects_that_box_only(fitted, tmp_path):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "roi.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--roi", "0,0.25,0.5,1"))
+    assert code == 0
+    assert read_metadata(checkpoint)["preprocessing"]["roi"] == [0.0, 0.25, 0.5, 1.0]
+    loaded = load_checkpoint(checkpoint)
+    run = evaluate(loaded, index_category(data, CATEGORY), torch.device("cpu"))
+    for amap in run.maps:  # 32 × 32 images: the box is columns 0–15, rows 8–31
+        assert amap.shape == (32, 32) and amap[8:, :16].any()
+        assert not amap[:8].any() and not amap[:, 16:].any()
+    assert run.images.shape[-1] == 24  # the box, resized to the model input
+    assert 0 <= run.metrics["pixel_auroc"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("roi", "fragment"),
+    [("0.5,0,0.2,1", "0 <= left < right <= 1"), ("0,0,1", "is 4 numbers"), ("a,0,1,1", "a,0,1,1")],
+)
+def test_a_bad_region_of_interest_is_a_one_line_error(fitted, tmp_path, capsys, roi, fragment):
+    data, _, _ = fitted
+    out = tmp_path / "bad.safetensors"
+    code = main(_args(data, "fit", "--out", str(out), *SMALL_FIT, "--roi", roi))
+    _assert_one_error_line(capsys, code, "--roi", fragment)
+    assert not out.exists()
 
 
 def test_image_size_fit_trains_on_crops_and_scores_the_larger_image(fitted, tmp_path, capsys):
