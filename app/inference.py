@@ -88,8 +88,8 @@ def run_batch(
         override = pixel_thresholds[i]
         threshold = calibration.pixel_threshold if override is None else override
         amap = to_image_size(
-            output.anomaly_map[i], image.shape[0], image.shape[1], checkpoint.resize
-        )  # (H, W)
+            output.anomaly_map[i], image.shape[0], image.shape[1], checkpoint.resize, checkpoint.roi
+        )  # (H, W), zero outside a region of interest
         mask = defect_mask(amap, threshold)  # (H, W) bool
         masks.append(mask)
         levels.append(map_levels(amap, calibration.pixel_threshold))

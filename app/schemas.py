@@ -52,6 +52,12 @@ class ModelInfo(BaseModel):
         "before the model, so a brighter or darker shot of a normal part does not read as a defect; "
         "null: images are taken as they are",
     )
+    roi: list[float] | None = Field(
+        default=None,
+        description="region of interest: only this box of the image, [left, top, right, bottom] as "
+        "fractions of its width and height, is inspected; the mask and the map are empty outside "
+        "it. null: the whole image",
+    )
     color_mode: ColorMode = Field(description="images are converted to this mode before inference")
     anomaly_map: str = Field(
         description=f"how the anomaly map is computed: one of {', '.join(ANOMALY_MAPS)} "
@@ -150,6 +156,7 @@ class CategoryInfo(BaseModel):
     input_size: int | None = None
     resize: ResizeMode | None = None
     exposure_mean: float | None = None
+    roi: list[float] | None = None
     color_mode: ColorMode | None = None
     anomaly_map: str | None = None
     test_time_flips: list[str] | None = None

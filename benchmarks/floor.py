@@ -50,7 +50,7 @@ from app.inference import map_levels, run_batch
 from app.overlay import render_overlay
 from benchmarks.images import ImageSet, folder_images, synthetic_images
 from models.checkpoint import Checkpoint, load_checkpoint
-from models.preprocess import to_image_size
+from models.preprocess import Box, to_image_size
 from models.scoring import defect_mask
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -195,7 +195,7 @@ def stages(
         out = []
         for i, a in enumerate(decoded):
             height, width = a.shape[:2]
-            amap = to_image_size(output.anomaly_map[i], height, width, checkpoint.resize)
+            amap = to_image_size(output.anomaly_map[i], height, width, checkpoint.resize, checkpoint.roi)
             out.append(
                 (defect_mask(amap, threshold).cpu().numpy(), map_levels(amap, threshold).cpu().numpy())
             )
@@ -232,15 +232,19 @@ def stages(
     )
     rows.append(
         naive_overlay_stage(
-            decoded, postprocess_maps(output, decoded, checkpoint.resize), threshold, device, repeats
+            decoded,
+            postprocess_maps(output, decoded, checkpoint.resize, checkpoint.roi),
+            threshold,
+            device,
+            repeats,
         )
     )
     return rows
 
 
-def postprocess_maps(output, decoded: list[np.ndarray], resize: str) -> list[np.ndarray]:
+def postprocess_maps(output, decoded: list[np.ndarray], resize: str, roi: Box | None) -> list[np.ndarray]:
     return [
-        to_image_size(output.anomaly_map[i], a.shape[0], a.shape[1], resize).float().cpu().numpy()
+        to_image_size(output.anomaly_map[i], a.shape[0], a.shape[1], resize, roi).float().cpu().numpy()
         for i, a in enumerate(decoded)
     ]
 

@@ -62,7 +62,9 @@ def create_app(checkpoint_path: str, device: str = "cpu") -> FastAPI:
             x = checkpoint.model_input([torch.from_numpy(array).to(device)])
             output = checkpoint.detector(x)
             amap = (
-                to_image_size(output.anomaly_map[0], height, width, checkpoint.resize).cpu().numpy()
+                to_image_size(output.anomaly_map[0], height, width, checkpoint.resize, checkpoint.roi)
+                .cpu()
+                .numpy()
             )  # (H, W)
         score = float(output.image_score[0])
         mask = amap > calibration.pixel_threshold

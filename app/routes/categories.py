@@ -26,6 +26,7 @@ def category_info(entry: ModelEntry) -> CategoryInfo:
             "input_size": checkpoint.input_size,
             "resize": checkpoint.resize,
             "exposure_mean": checkpoint.exposure_mean,
+            "roi": list(checkpoint.roi) if checkpoint.roi else None,
             "color_mode": checkpoint.color_mode,  # validated by load_checkpoint
             "anomaly_map": checkpoint.detector.config.scoring.anomaly_map,
             "test_time_flips": list(checkpoint.detector.config.scoring.test_time_flips),

@@ -119,6 +119,7 @@ def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
         input_size=checkpoint.input_size,
         resize=cast(ResizeMode, checkpoint.resize),
         exposure_mean=checkpoint.exposure_mean,
+        roi=list(checkpoint.roi) if checkpoint.roi else None,
         color_mode=cast(ColorMode, checkpoint.color_mode),
         anomaly_map=checkpoint.detector.config.scoring.anomaly_map,
         test_time_flips=list(checkpoint.detector.config.scoring.test_time_flips),

@@ -18,6 +18,7 @@ async def test_list_shows_every_model_with_its_metadata(served):
     assert widget["file"] == "widget.safetensors"
     assert (widget["input_size"], widget["resize"], widget["color_mode"]) == (24, "stretch", "RGB")
     assert widget["exposure_mean"] is None  # images taken as they are
+    assert widget["roi"] is None  # the whole image is inspected
     assert (widget["anomaly_map"], widget["test_time_flips"]) == ("l2", [])  # how its scores are made
     assert categories[GREY_CATEGORY]["color_mode"] == "L"
     assert (widget["pixel_threshold"], widget["image_threshold"]) == (0.05, 0.1)

@@ -560,6 +560,28 @@ async def test_a_letterbox_checkpoint_keeps_the_aspect_ratio_and_maps_back_onto_
     assert result["score"] != pytest.approx(answers["stretch"]["results"][0]["score"], rel=1e-3)
 
 
+async def test_a_region_of_interest_checkpoint_inspects_its_box_and_masks_nothing_outside(tmp_path):
+    torch.manual_seed(0)
+    calibration = Calibration(pixel_threshold=0.0, image_threshold=0.5, score_scale=0.1)  # every pixel > 0
+    detector = AnomalyDetector(replace(tiny_config(), roi=(0.5, 0.25, 1.0, 0.75))).eval()
+    save_checkpoint(tmp_path / "boxed.safetensors", detector, category="boxed", calibration=calibration)
+    image = random_image(40, 60, seed=6)
+    async with serve(make_settings(tmp_path)) as (_, client):
+        answer = (await client.post("/inspect/boxed", content=encode(image), headers=PNG)).json()
+        listed = (await client.get("/categories/boxed")).json()
+    assert answer["model"]["roi"] == listed["roi"] == [0.5, 0.25, 1.0, 0.75]  # integrators see the box
+    with torch.inference_mode():
+        output = detector(to_model_input([torch.from_numpy(image[10:30, 30:60])], 24))  # rows, columns
+    (result,) = answer["results"]
+    assert result["score"] == pytest.approx(float(output.image_score[0]), rel=1e-5)  # the box alone
+    mask = np.asarray(png_of(result["mask_png"])) > 0
+    assert mask.shape == (40, 60)  # the whole image's pixels
+    assert mask[10:30, 30:60].all()
+    mask[10:30, 30:60] = False
+    assert not mask.any()  # outside the box nothing was inspected, nothing is flagged
+    assert result["anomalous_area_fraction"] == pytest.approx(20 * 30 / (40 * 60), abs=1e-6)
+
+
 async def test_an_exposure_normalised_checkpoint_answers_a_dimmer_shot_as_the_same_part(tmp_path):
     torch.manual_seed(0)
     calibration = Calibration(pixel_threshold=0.02, image_threshold=0.5, score_scale=0.1)
