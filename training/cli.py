@@ -17,7 +17,7 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
-from models.preprocess import RESIZE_MODES, check_roi, roi_region
+from models.preprocess import RESIZE_MODES, Box, check_roi, roi_region
 from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS, ScoringConfig
 from models.texture_memory import TextureConfig
 from training import synth
@@ -363,7 +363,8 @@ def _flip_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def _roi(text: str):
+def _roi(text: str) -> Box:
+    """``--roi``'s comma-separated fractions as a checked box."""
     try:
         return check_roi([float(v) for v in text.split(",")])
     except ValueError as err:
