@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         help="what training computes in: auto (default) is bfloat16 autocast on a GPU from Ampere on "
-        "and float32 elsewhere; bfloat16 also on a CPU with AMX or AVX512-BF16 (2.5x faster there; at the same "
-        "--max-steps it lowered tire's image AUROC, at twice the steps it was level with float32)",
+        "and float32 elsewhere; bfloat16 also on a CPU with AMX or AVX512-BF16 (2.5x faster there; "
+        "at the same --max-steps it lowered tire's image AUROC, at twice the steps it was level "
+        "with float32)",
     )
     p.add_argument("--color-mode", default="auto", choices=("auto", "RGB", "L"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
