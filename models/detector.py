@@ -16,6 +16,7 @@ from torch import nn
 from models.cae import CAE, CAEConfig
 from models.flips import flip_views, merge_views
 from models.head import DiscriminativeHead, HeadConfig
+from models.precision import float32_scoring
 from models.preprocess import RESIZE_MODES, Box, check_roi
 from models.scoring import (
     FUSED_MAP,
@@ -159,8 +160,12 @@ class AnomalyDetector(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused map's two raw parts: head probability and SSIM+MSGMS map, each (B, S, S)."""
         assert self.head is not None, "the fused map needs a head (DetectorConfig checks it)"
-        probability = torch.sigmoid(self.head(images, reconstruction).float())
-        error = reconstruction_map(images.float(), reconstruction.float(), "ssim+gms", self.config.scoring)
+        logits = self.head(images, reconstruction)
+        with float32_scoring(images):
+            probability = torch.sigmoid(logits.float())
+            error = reconstruction_map(
+                images.float(), reconstruction.float(), "ssim+gms", self.config.scoring
+            )
         return probability, error
 
     def set_map_scales(self, *scales: float) -> None:
@@ -182,28 +187,34 @@ class AnomalyDetector(nn.Module):
             return 0.5 * (probability / self.map_scales[0] + error / self.map_scales[1])
         if self.head is not None:
             return torch.sigmoid(self.head(images, reconstruction).float())  # (B, S, S)
-        return anomaly_map(images, reconstruction, self.config.scoring, smoothing=False)
+        with float32_scoring(images):
+            return anomaly_map(images.float(), reconstruction.float(), self.config.scoring, smoothing=False)
 
     def forward(self, images: torch.Tensor) -> DetectorOutput:
         """Args: images (B, C, S, S) in [0, 1]. Returns reconstruction, anomaly map, image score.
 
         With test-time flips the CAE and the map run once on all views of the batch, and the
         unflipped maps are averaged; the reconstruction returned is the unflipped image's.
+
+        Inside a caller's bfloat16 autocast (``models.precision.network_precision``) only the CAE and
+        the head compute in bfloat16; the maps, the score and the outputs are float32.
         """
         flips = self.config.scoring.test_time_flips
         views = flip_views(images, flips)  # (V·B, C, S, S)
         reconstructions = self.cae(views)
-        sigma = self.config.scoring.smoothing_sigma
-        amap = smooth(merge_views(self.segment(views, reconstructions), flips), sigma)
-        score = image_score(amap, self.config.scoring)
-        reconstruction = reconstructions[: images.shape[0]]  # (B, C, S, S)
-        # The texture part joins the pixel map, not the image score. It is not flipped: its
-        # descriptors (box means of brightness, contrast and gradient magnitudes) are the same for
-        # a flipped image, flipped, so a flipped view would add nothing.
-        if self.texture is not None:
-            texture = smooth(self.texture(images) / self.map_scales[2], sigma)
-            texture = texture.clamp_max(self.texture.config.fused_cap)
-            amap = (2 * amap + texture) / 3  # the mean of the three scaled parts
+        part = self.segment(views, reconstructions)  # float32
+        with float32_scoring(images):
+            sigma = self.config.scoring.smoothing_sigma
+            amap = smooth(merge_views(part, flips), sigma)
+            score = image_score(amap, self.config.scoring)
+            reconstruction = reconstructions[: images.shape[0]].float()  # (B, C, S, S)
+            # The texture part joins the pixel map, not the image score. It is not flipped: its
+            # descriptors (box means of brightness, contrast and gradient magnitudes) are the same
+            # for a flipped image, flipped, so a flipped view would add nothing.
+            if self.texture is not None:
+                texture = smooth(self.texture(images.float()) / self.map_scales[2], sigma)
+                texture = texture.clamp_max(self.texture.config.fused_cap)
+                amap = (2 * amap + texture) / 3  # the mean of the three scaled parts
         return DetectorOutput(reconstruction, amap, score)
 
 

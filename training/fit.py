@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models.detector import AnomalyDetector
+from models.precision import EMULATED, native_bfloat16
 from models.scoring import ssim_loss
 from training.anomaly_synthesis import synthesize_batch
 from training.config import TrainConfig
@@ -68,22 +69,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively, so that mixed precision speeds training up:
-    a GPU from Ampere on, or a CPU with AMX or AVX512-BF16 (a training step 2.5× faster on this
-    project's Xeon, ``benchmarks.train_step``). Older GPUs and other CPUs emulate bfloat16, slower
-    than float32."""
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.4 has no emulation to exclude: its answer is the native one
-            return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    capabilities: dict = getattr(torch.cpu, "get_capabilities", dict)()  # older torch: no report, no bf16
-    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
-
-
 def mixed_precision(precision: str, device: torch.device) -> bool:
     """Whether training on ``device`` autocasts to bfloat16, for ``TrainConfig.precision``.
 
@@ -95,10 +80,7 @@ def mixed_precision(precision: str, device: torch.device) -> bool:
     if precision == "auto":
         return device.type == "cuda" and native_bfloat16(device)
     if not native_bfloat16(device):
-        raise ValueError(
-            f"--precision bfloat16: {device} does not compute bfloat16 natively (a GPU from Ampere on, "
-            "or a CPU with AMX or AVX512-BF16), and emulated it trains slower than float32"
-        )
+        raise ValueError(f"--precision bfloat16: {device} {EMULATED}")
     return True
 
 

@@ -17,7 +17,6 @@ from training.fit import (
     augment,
     fit,
     mixed_precision,
-    native_bfloat16,
     random_crops,
     resolve_device,
     validate,
@@ -257,34 +256,6 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device cuda"):
             resolve_device("cuda")
-
-
-@pytest.mark.parametrize(
-    ("capabilities", "native"),
-    [
-        ({"amx_bf16": True, "avx512_bf16": False}, True),
-        ({"amx_bf16": False, "avx512_bf16": True}, True),
-        ({"amx_bf16": False, "avx512_bf16": False, "avx2": True}, False),
-        ({}, False),  # a torch that reports nothing is not assumed to have it
-    ],
-)
-def test_a_cpu_computes_bfloat16_natively_only_with_amx_or_avx512_bf16(monkeypatch, capabilities, native):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
-    assert native_bfloat16(CPU) is native
-    assert native_bfloat16(torch.device("meta")) is False
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_a_gpu_computes_bfloat16_natively_when_torch_says_so_without_emulation(monkeypatch, native):
-    asked = []
-
-    def is_bf16_supported(including_emulation: bool = True) -> bool:
-        asked.append(including_emulation)
-        return native
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
-    assert native_bfloat16(torch.device("cuda")) is native
-    assert asked == [False]  # emulated bfloat16 (a pre-Ampere GPU) does not count
 
 
 def _seen_by_the_first_convolution(detector: AnomalyDetector) -> list[tuple[torch.dtype, bool]]:
