@@ -169,6 +169,7 @@ class Batcher:
         max_in_flight: most requests in progress at once, from arrival to answer (``app.admission``);
             ``max_queue`` by default.
         max_pixels_in_flight: most decoded pixels held at once (``app.admission``); None: no limit.
+        precision: what the networks compute in (``models.precision``), already checked for ``device``.
     """
 
     def __init__(
@@ -180,9 +181,11 @@ class Batcher:
         stats: BatchStats | None = None,
         max_in_flight: int | None = None,
         max_pixels_in_flight: int | None = None,
+        precision: str = "float32",
     ) -> None:
         self.registry = registry
         self.device = device
+        self.precision = precision
         self.policy = policy
         self.max_queue = max_queue
         self.stats = stats or BatchStats()
@@ -196,6 +199,10 @@ class Batcher:
 
     def start(self) -> None:
         self._thread.start()
+
+    def warm_up(self, checkpoint: Checkpoint) -> None:
+        """One pass of ``checkpoint`` through the whole path, as this batcher will run it."""
+        warm_up(checkpoint, self.device, self.precision)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the worker after its current batch; waiting images fail with ServiceStopping (503)."""
@@ -263,9 +270,7 @@ class Batcher:
 
     def _work(self) -> None:
         try:
-            self.registry.load_all(
-                self.device, lambda checkpoint: warm_up(checkpoint, self.device), lambda: self._stopping
-            )
+            self.registry.load_all(self.device, self.warm_up, lambda: self._stopping)
         except Exception:  # the registry records per-file failures; this is a bug, keep serving
             logger.exception("loading the checkpoints failed")
         while (collection := self._next()) is not None:
@@ -338,6 +343,7 @@ class Batcher:
                 [item.image for item in live],
                 [item.pixel_threshold for item in live],
                 self.device,
+                self.precision,
             )
         except Exception as err:
             logger.exception("inference of a batch of %d %r images failed", len(live), category)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import Checkpoint
+from models.precision import network_precision
 from models.preprocess import to_image_size
 from models.scoring import defect_mask
 
@@ -67,6 +68,7 @@ def run_batch(
     images: Sequence[np.ndarray],
     pixel_thresholds: Sequence[float | None],
     device: torch.device,
+    precision: str = "float32",
 ) -> list[ImageInference]:
     """Score ``images`` with one forward pass.
 
@@ -75,13 +77,15 @@ def run_batch(
         images: each (H, W, C) uint8 with the checkpoint's number of channels, any H and W.
         pixel_thresholds: per image, an override of the calibrated pixel threshold, or None.
         device: where the model lives.
+        precision: what its networks compute in (``models.precision``; maps and scores stay float32).
     Returns:
         One ImageInference per image, in order.
     """
     calibration = checkpoint.calibration
     tensors = [torch.from_numpy(image).to(device, non_blocking=True) for image in images]
     x = checkpoint.model_input(tensors)  # (B, C, S, S)
-    output = checkpoint.detector(x)
+    with network_precision(precision, device):
+        output = checkpoint.detector(x)
     normalized = calibration.normalize(output.image_score)  # (B,)
     masks, levels, areas, used = [], [], [], []
     for i, image in enumerate(images):
@@ -123,6 +127,7 @@ def run_in_halves(
     images: Sequence[np.ndarray],
     pixel_thresholds: Sequence[float | None],
     device: torch.device,
+    precision: str = "float32",
 ) -> list[ImageInference | torch.cuda.OutOfMemoryError]:
     """``run_batch``, splitting a batch that runs out of device memory in halves, down to single images.
 
@@ -132,7 +137,7 @@ def run_in_halves(
         fit even alone. Any other error propagates, for the whole batch.
     """
     try:
-        return list(run_batch(checkpoint, images, pixel_thresholds, device))
+        return list(run_batch(checkpoint, images, pixel_thresholds, device, precision))
     except torch.cuda.OutOfMemoryError as err:  # also torch.OutOfMemoryError, its newer name
         release_cached_memory(device)
         if len(images) == 1:
@@ -146,14 +151,14 @@ def run_in_halves(
             half,
             len(images) - half,
         )
-        return run_in_halves(checkpoint, images[:half], pixel_thresholds[:half], device) + run_in_halves(
-            checkpoint, images[half:], pixel_thresholds[half:], device
-        )
+        first = run_in_halves(checkpoint, images[:half], pixel_thresholds[:half], device, precision)
+        return first + run_in_halves(checkpoint, images[half:], pixel_thresholds[half:], device, precision)
 
 
-def warm_up(checkpoint: Checkpoint, device: torch.device) -> None:
-    """One pass through the whole path with a grey image a bit larger than the model input."""
+def warm_up(checkpoint: Checkpoint, device: torch.device, precision: str = "float32") -> None:
+    """One pass through the whole path, in the precision it will serve in, with a grey image a bit
+    larger than the model input."""
     side = checkpoint.input_size + 8
     channels = checkpoint.detector.config.channels
     grey = np.full((side, side, channels), 128, dtype=np.uint8)
-    run_batch(checkpoint, [grey], [None], device)
+    run_batch(checkpoint, [grey], [None], device, precision)

@@ -30,7 +30,7 @@ from app.access import AccessMiddleware
 from app.admission import AdmissionMiddleware
 from app.auth import require_admin_key, require_client_key
 from app.batcher import Batcher, BatchPolicy
-from app.device import resolve_device
+from app.device import resolve_device, resolve_precision
 from app.errors import install_error_handlers
 from app.keys import ApiKeys
 from app.logs import configure_logging, log_batch
@@ -83,6 +83,7 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_format, settings.log_level_number)
     keys = ApiKeys.from_settings(settings)
     device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
     if device.type == "cpu":
         torch.set_num_threads(settings.cpu_torch_threads)
     configure_pillow(settings.max_image_pixels)
@@ -102,13 +103,15 @@ async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         stats,
         settings.max_in_flight,
         settings.max_pixels_in_flight,
+        precision,
     )
     codec_pool = ThreadPoolExecutor(settings.codec_workers, thread_name_prefix="codec")
     logger.info(
-        "serving %d categories from %s on %s (batch ≤ %d, wait ≤ %g ms, %d torch threads; %s)",
+        "serving %d categories from %s on %s in %s (batch ≤ %d, wait ≤ %g ms, %d torch threads; %s)",
         len(registry.entries),
         settings.weights_dir,
         device,
+        precision,
         policy.max_batch_size,
         settings.max_batch_wait_ms,
         torch.get_num_threads(),

@@ -9,6 +9,7 @@ from models.scoring import ANOMALY_MAPS, FUSED_MAP
 
 ColorMode = Literal["RGB", "L"]
 ResizeMode = Literal["stretch", "letterbox"]  # models.preprocess.RESIZE_MODES
+Precision = Literal["float32", "bfloat16"]  # models.precision.PRECISIONS
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
 
 
@@ -72,6 +73,11 @@ class ModelInfo(BaseModel):
         description="calibrated anomaly-map value above which a pixel is defective"
     )
     image_threshold: float = Field(description="calibrated image score above which an image is anomalous")
+    precision: Precision = Field(
+        default="float32",
+        description="what the model's networks computed this answer in (INSPECT_PRECISION); bfloat16 "
+        "moves scores slightly off the float32 calibration, maps and scores are float32 either way",
+    )
 
 
 class InspectionResult(BaseModel):

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0, ge=0, le=256, description="torch intra-op threads on a CPU device; 0: one per usable CPU"
     )
+    precision: Literal["float32", "bfloat16"] = Field(  # models.precision.PRECISIONS
+        "float32",
+        description="what the networks compute in: bfloat16 (refused where the device only emulates "
+        "it) runs them faster on a GPU from Ampere on or a CPU with AMX or AVX512-BF16, and moves "
+        "scores slightly off the float32 calibration; maps and scores stay float32",
+    )
     api_keys: SecretStr | None = Field(
         None,
         description="comma-separated keys, one of which clients send as X-API-Key on /inspect and "

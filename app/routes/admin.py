@@ -10,11 +10,9 @@ import asyncio
 
 from fastapi import APIRouter
 
-from app.inference import warm_up
 from app.routes.openapi import DocumentedRoute, error_responses
 from app.schemas import ReloadResult
 from app.services import ServicesDep
-from models.checkpoint import Checkpoint
 
 router = APIRouter(tags=["operations"], route_class=DocumentedRoute)
 
@@ -22,12 +20,8 @@ router = APIRouter(tags=["operations"], route_class=DocumentedRoute)
 @router.post("/admin/reload", response_model=ReloadResult, responses=error_responses(401, 403, 409, 503))
 async def reload_models(services: ServicesDep) -> ReloadResult:
     """Re-scan the weights folder and swap in new and changed checkpoints."""
-    device = services.batcher.device
-
-    def warm(checkpoint: Checkpoint) -> None:
-        warm_up(checkpoint, device)
-
-    report = await asyncio.to_thread(services.registry.reload, device, warm)
+    batcher = services.batcher
+    report = await asyncio.to_thread(services.registry.reload, batcher.device, batcher.warm_up)
     return ReloadResult(
         loaded=report.loaded, unchanged=report.unchanged, failed=report.failed, removed=report.removed
     )

@@ -23,7 +23,7 @@ from app.errors import RETRY_AFTER_S, CategoryUnavailable, NotAcceptable, Servic
 from app.registry import LoadState, ModelEntry
 from app.results import DEFAULT_INCLUDE, INCLUDABLE, build_result, overlay_png, parse_include
 from app.routes.openapi import DocumentedRoute, error_responses
-from app.schemas import ColorMode, InspectionResponse, ModelInfo, ResizeMode
+from app.schemas import ColorMode, InspectionResponse, ModelInfo, Precision, ResizeMode
 from app.services import ServicesDep
 from app.uploads import Upload, read_uploads
 from models.checkpoint import Checkpoint
@@ -112,7 +112,7 @@ def wants_png(accept: str | None) -> bool:
     return png > 0 and (json is None or png > json)
 
 
-def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
+def model_info(entry: ModelEntry, checkpoint: Checkpoint, precision: str) -> ModelInfo:
     return ModelInfo(
         version=entry.version or "",
         created_at=checkpoint.metadata.get("created_at"),
@@ -125,6 +125,7 @@ def model_info(entry: ModelEntry, checkpoint: Checkpoint) -> ModelInfo:
         test_time_flips=list(checkpoint.detector.config.scoring.test_time_flips),
         pixel_threshold=checkpoint.calibration.pixel_threshold,
         image_threshold=checkpoint.calibration.image_threshold,
+        precision=cast(Precision, precision),
     )
 
 
@@ -216,5 +217,7 @@ async def inspect_images(
             for upload, image, inference in zip(uploads, images, inferences, strict=True)
         )
     )
-    answer = InspectionResponse(category=category, model=model_info(entry, checkpoint), results=results)
+    answer = InspectionResponse(
+        category=category, model=model_info(entry, checkpoint, services.batcher.precision), results=results
+    )
     return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")

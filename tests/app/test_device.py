@@ -1,9 +1,11 @@
-"""Device resolution: auto picks CUDA only when it is there; asking for a missing GPU stops the start."""
+"""Device resolution: auto picks CUDA only when it is there; asking for a missing GPU, or for bfloat16
+where the device would only emulate it, stops the start."""
 
 import pytest
 import torch
 
-from app.device import resolve_device
+import models.precision
+from app.device import resolve_device, resolve_precision
 from app.settings import SettingsError
 
 
@@ -24,3 +26,12 @@ def test_cuda_without_a_gpu_names_the_setting():
 def test_cuda_index_out_of_range():
     with pytest.raises(SettingsError, match="CUDA device"):
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_float32_runs_anywhere_and_bfloat16_only_where_native(monkeypatch):
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: False)
+    assert resolve_precision("float32", torch.device("cpu")) == "float32"
+    with pytest.raises(SettingsError, match=r"INSPECT_PRECISION=bfloat16: cpu does not .* use float32"):
+        resolve_precision("bfloat16", torch.device("cpu"))
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: True)
+    assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"

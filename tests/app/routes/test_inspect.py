@@ -12,11 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+import models.precision
 from app.decode import decode_image
 from app.inference import run_batch
+from app.main import create_app
+from app.settings import SettingsError
 from models.calibration import Calibration
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_test_time_flips, with_texture
+from models.precision import network_precision
 from models.preprocess import to_image_size, to_model_input
 from tests.app.conftest import (
     GREY_CATEGORY,
@@ -622,3 +626,33 @@ async def test_a_checkpoint_with_a_larger_image_size_scores_the_image_at_that_si
     mask = np.asarray(png_of(result["mask_png"])) > 0
     assert mask.shape == (40, 60)
     assert np.array_equal(mask, (to_image_size(output.anomaly_map[0], 40, 60, "stretch") > 0.02).numpy())
+
+
+async def test_a_bfloat16_service_runs_the_networks_in_bfloat16_and_says_so(tmp_path, monkeypatch):
+    # bfloat16 autocast runs on any CPU; only the check of native support is pretended here.
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: True)
+    detector = texture_detector()  # head, fused map and texture memory: every part of the map
+    calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1)
+    save_checkpoint(tmp_path / "half.safetensors", detector, category="half", calibration=calibration)
+    image = random_image(40, 60, seed=6)
+    answers = {}
+    for precision in ("float32", "bfloat16"):
+        async with serve(make_settings(tmp_path, precision=precision)) as (_, client):
+            answers[precision] = (
+                await client.post("/inspect/half", content=encode(image), headers=PNG)
+            ).json()
+    assert answers["float32"]["model"]["precision"] == "float32"
+    assert answers["bfloat16"]["model"]["precision"] == "bfloat16"  # integrators see what computed it
+    with torch.inference_mode(), network_precision("bfloat16", torch.device("cpu")):
+        expected = detector(to_model_input([torch.from_numpy(image)], 24)).image_score[0]
+    half, full = answers["bfloat16"]["results"][0]["score"], answers["float32"]["results"][0]["score"]
+    assert half == pytest.approx(float(expected), rel=1e-5)
+    assert half != full and half == pytest.approx(full, rel=0.05)  # close to float32, not equal
+
+
+async def test_bfloat16_where_the_device_only_emulates_it_stops_the_start(weights_dir, monkeypatch):
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: False)
+    application = create_app(make_settings(weights_dir, precision="bfloat16"))
+    with pytest.raises(SettingsError, match="INSPECT_PRECISION=bfloat16: cpu does not compute bfloat16"):
+        async with application.router.lifespan_context(application):
+            pass
