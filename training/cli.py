@@ -17,6 +17,8 @@ import torch
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
+from models.precision import PRECISIONS as PRECISIONS_AT_INFERENCE
+from models.precision import check_precision
 from models.preprocess import RESIZE_MODES, Box, check_roi, roi_region
 from models.scoring import ANOMALY_MAPS, FUSED_MAP, HEAD_MAPS, ScoringConfig
 from models.texture_memory import TextureConfig
@@ -192,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--report-dir", type=Path, help="write metrics.json, report.md and plots here")
     p.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS_AT_INFERENCE,
+        default="float32",
+        help="what the networks compute in, as a service with that INSPECT_PRECISION would: bfloat16 "
+        "only where native (a GPU from Ampere on, a CPU with AMX or AVX512-BF16); thresholds stay "
+        "the checkpoint's (default: float32)",
+    )
     return parser
 
 
@@ -432,10 +442,14 @@ def cmd_evaluate(args) -> int:
     from training.report import headline
 
     device = resolve_device(args.device)
+    try:
+        precision = check_precision(args.precision, device)
+    except ValueError as err:
+        raise ValueError(f"--precision {args.precision}: {err}") from None
     checkpoint = load_checkpoint(args.checkpoint, device)
     index = index_category(args.data_root, args.category)
     started = time.perf_counter()
-    run = evaluate(checkpoint, index, device)
+    run = evaluate(checkpoint, index, device, precision)
     if args.report_dir:
         from training.report import write_report
 
@@ -448,7 +462,12 @@ def cmd_evaluate(args) -> int:
             category=checkpoint.category,
             calibration=checkpoint.calibration,
             training=checkpoint.metadata.get("training"),
-            evaluation={**headline(run.metrics), "dataset": args.category, "images": run.metrics["images"]},
+            evaluation={
+                **headline(run.metrics),
+                "dataset": args.category,
+                "images": run.metrics["images"],
+                "precision": precision,
+            },
         )
     print(
         f"evaluated {run.metrics['images']} images in {time.perf_counter() - started:.1f} s", file=sys.stderr

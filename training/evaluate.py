@@ -80,12 +80,15 @@ def _metrics(
     }
 
 
-def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device) -> EvaluationRun:
-    """Score every test image with the checkpoint and compute the metrics."""
+def evaluate(
+    checkpoint: Checkpoint, index: CategoryIndex, device: torch.device, precision: str = "float32"
+) -> EvaluationRun:
+    """Score every test image with the checkpoint, its networks in ``precision`` (``models.precision``:
+    what a service with that INSPECT_PRECISION answers), and compute the metrics."""
     if not any(s.is_anomalous for s in index.test) or all(s.is_anomalous for s in index.test):
         raise ValueError(f"{index.root / 'test'} needs both good and defective images to evaluate")
     images = load_as_checkpoint([s.path for s in index.test], checkpoint)
-    scores_t, maps_t, recons = score_images(checkpoint.detector, images, device)
+    scores_t, maps_t, recons = score_images(checkpoint.detector, images, device, precision=precision)
     masks = ground_truth(index)
     maps = [
         to_image_size(m, mask.shape[0], mask.shape[1], checkpoint.resize, checkpoint.roi).numpy()
@@ -117,6 +120,7 @@ def evaluate(checkpoint: Checkpoint, index: CategoryIndex, device: torch.device)
         },
         "category": index.category,
         "checkpoint": str(checkpoint.path),
+        "precision": precision,
     }
     return EvaluationRun(
         metrics, defects, scores, images, recons, maps, masks, checkpoint.resize, checkpoint.roi

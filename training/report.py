@@ -48,7 +48,8 @@ def _markdown(metrics: dict) -> str:
     lines = [
         f"# Evaluation: {metrics['category']}",
         "",
-        f"Checkpoint `{metrics['checkpoint']}`; {metrics['images']} test images, "
+        f"Checkpoint `{metrics['checkpoint']}`, networks in {metrics.get('precision', 'float32')}; "
+        f"{metrics['images']} test images, "
         f"{metrics['anomalous_images']} anomalous. Thresholds: image {metrics['thresholds']['image_threshold']:.5g}, "
         f"pixel {metrics['thresholds']['pixel_threshold']:.5g} ({metrics['thresholds']['method']}).",
         "",

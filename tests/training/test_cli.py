@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import models.precision
 import training.fit as fit_module
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
@@ -250,6 +251,38 @@ def test_evaluate_prints_one_json_line_and_writes_the_report(fitted, tmp_path, c
     }
     evaluation = read_metadata(checkpoint)["evaluation"]  # --record
     assert evaluation["image_auroc"] == metrics["image_auroc"] and evaluation["dataset"] == CATEGORY
+
+
+def test_evaluate_in_bfloat16_scores_as_a_bfloat16_service_and_says_so(fitted, tmp_path, capsys, monkeypatch):
+    data, original, _ = fitted
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: True)
+    report = tmp_path / "report"
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        argv = [
+            "--checkpoint",
+            str(original),
+            "--report-dir",
+            str(report / precision),
+            "--precision",
+            precision,
+        ]
+        assert main(_args(data, "evaluate", *argv)) == 0
+        runs[precision] = json.loads((report / precision / "metrics.json").read_text())
+    capsys.readouterr()
+    assert runs["bfloat16"]["precision"] == "bfloat16" and runs["float32"]["precision"] == "float32"
+    assert "networks in bfloat16" in (report / "bfloat16" / "report.md").read_text()
+    index, cpu = index_category(data, CATEGORY), torch.device("cpu")
+    full, half = (evaluate(load_checkpoint(original), index, cpu, p).scores for p in ("float32", "bfloat16"))
+    assert not np.array_equal(half, full)  # the networks ran in bfloat16 ...
+    np.testing.assert_allclose(half, full, rtol=0.05)  # ... and their scores stay close
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: False)
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = main(_args(data, "evaluate", "--checkpoint", str(original), "--precision", "bfloat16"))
+    assert code == 2
+    (line,) = stderr.getvalue().splitlines()
+    assert line.startswith("error: --precision bfloat16: cpu does not compute bfloat16 natively")
 
 
 def test_calibrate_updates_the_thresholds_in_place(fitted, tmp_path, capsys):
