@@ -33,7 +33,7 @@ from benchmarks.serve_load import (
     validate,
     write_outputs,
 )
-from benchmarks.servers import TARGETS
+from benchmarks.servers import DEFAULT_TARGETS, TARGETS
 
 REFERENCE = "service"
 
@@ -105,7 +105,13 @@ def summary(by_target: dict[str, dict[str, list[PhaseResult]]], floor: dict | No
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS, help="in round order")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        default=list(DEFAULT_TARGETS),
+        choices=TARGETS,
+        help=f"in round order (default: {' '.join(DEFAULT_TARGETS)})",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every target (default: 3)")
     add_workload_arguments(parser)
     args = parser.parse_args(argv)

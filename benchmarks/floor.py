@@ -263,14 +263,19 @@ def naive_overlay_stage(decoded, amaps, threshold: float, device: torch.device, 
 
 @torch.inference_mode()
 def cross_check(
-    checkpoint: Checkpoint, images: ImageSet, device: torch.device, size: int, repeats: int
+    checkpoint: Checkpoint, images: ImageSet, device: torch.device, size: int, repeats: int, dtype: str
 ) -> dict:
-    """``app.inference.run_batch`` (the worker's whole step) at batch ``size``, per image."""
+    """``app.inference.run_batch`` (the worker's whole step) at batch ``size``, per image, in the
+    service's precision nearest ``dtype`` (it has no float16: that checks float32)."""
     decoded = [decode_image(png, checkpoint.color_mode, 10**9) for png in images.pngs]
     batch = [decoded[i % len(decoded)] for i in range(size)]
-    wall, cpu = timed(lambda: run_batch(checkpoint, batch, [None] * size, device), device, repeats, size)
+    precision = "bfloat16" if dtype == "bf16" else "float32"
+    wall, cpu = timed(
+        lambda: run_batch(checkpoint, batch, [None] * size, device, precision), device, repeats, size
+    )
     return {
         "function": "app.inference.run_batch",
+        "precision": precision,
         "batch_size": size,
         "wall_ms": round(wall, 3),
         "cpu_ms": round(cpu, 3),
@@ -300,7 +305,8 @@ def markdown(rows: list[dict], by_batch: list[dict], floor: dict, check: dict) -
         f"| **total (floor stages)** | | {sum(r['wall_ms'] for r in rows if r['runs_on'] != REFERENCE):.2f} "
         f"| {floor['cpu_ms_per_image']:.2f} |",
         "",
-        f"Cross-check: `run_batch` at batch {check['batch_size']}: {check['wall_ms']:.2f} ms/image wall, "
+        f"Cross-check: `run_batch` at batch {check['batch_size']} in {check['precision']}: "
+        f"{check['wall_ms']:.2f} ms/image wall, "
         f"{check['cpu_ms']:.2f} ms CPU (the worker's stages above sum to {floor['inference_worker_wall_ms_per_image']:.2f}).",
         "",
         f"**Floor: {floor['images_per_s']:.1f} images/s** on {floor['cores']} cores, limited by {floor['limited_by']} "
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     first = [r for r in by_batch if r["dtype"] == args.dtypes[0]]
     best = min(first, key=lambda r: r["detector_wall_ms"])
     rows = stages(checkpoint, images, device, best, args.repeats)
-    check = cross_check(checkpoint, images, device, best["batch_size"], args.repeats)
+    check = cross_check(checkpoint, images, device, best["batch_size"], args.repeats, best["dtype"])
     floor = floor_of(rows, cores)
     text = markdown(rows, by_batch, floor, check)
     document = {

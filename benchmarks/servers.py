@@ -5,6 +5,8 @@ Four targets answer the same request (``POST /inspect/<category>`` with a multip
 
 - ``service``: this project's service (``uvicorn app.main:app``), as ``make serve`` runs it;
 - ``service-bs1``: the same with ``INSPECT_MAX_BATCH_SIZE=1``, i.e. without dynamic batching;
+- ``service-bf16``: the same with ``INSPECT_PRECISION=bfloat16`` (only where bfloat16 is native, so
+  it is named, not run by default: ``--targets service service-bf16``);
 - ``naive``: ``benchmarks/naive_service.py``, the first FastAPI service a practitioner would write;
 - ``litserve``: ``benchmarks/litserve_service.py``, the same job on LitServe with its own batching.
 
@@ -25,7 +27,13 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-TARGETS = ("service", "service-bs1", "naive", "litserve")
+DEFAULT_TARGETS = ("service", "service-bs1", "naive", "litserve")
+TARGETS = (*DEFAULT_TARGETS, "service-bf16")
+SERVICE_VARIANTS = {  # each variant of this service: its settings over the common ones
+    "service": {},
+    "service-bs1": {"INSPECT_MAX_BATCH_SIZE": "1"},
+    "service-bf16": {"INSPECT_PRECISION": "bfloat16"},
+}
 
 
 @dataclass(frozen=True)
@@ -62,16 +70,15 @@ def make_target(
 ) -> Target:
     """The Target called ``name`` serving ``checkpoint`` (its file stem is the category)."""
     python = sys.executable
-    if name in ("service", "service-bs1"):
+    if name in SERVICE_VARIANTS:
         env = {
             "INSPECT_WEIGHTS_DIR": str(checkpoint.parent),
             "INSPECT_DEVICE": device,
             "INSPECT_MAX_BATCH_SIZE": str(max_batch_size),
             "INSPECT_MAX_BATCH_WAIT_MS": str(max_batch_wait_ms),
             **(service_env or {}),
+            **SERVICE_VARIANTS[name],
         }
-        if name == "service-bs1":
-            env["INSPECT_MAX_BATCH_SIZE"] = "1"
         command = (python, "-m", "uvicorn", "app.main:app", "--host", HOST, "--port", "{port}")
         return Target(name, (*command, "--log-level", "warning", "--no-access-log"), env)
     common = ("--checkpoint", str(checkpoint), "--port", "{port}", "--device", device)
