@@ -1,6 +1,6 @@
 """The services under test: how to start each one on a free loopback port, wait for it, and stop it.
 
-Four targets answer the same request (``POST /inspect/<category>`` with a multipart part named
+Every target answers the same request (``POST /inspect/<category>`` with a multipart part named
 ``file``, JSON with scores, a mask PNG and an overlay PNG per image):
 
 - ``service``: this project's service (``uvicorn app.main:app``), as ``make serve`` runs it;
