@@ -9,7 +9,7 @@ machine's drift hits each alike, and reported as the median ms per step and its 
 - ``float32 channels-last``: oneDNN's and cuDNN's preferred layout, which ``fit`` keeps off the
   CPU's float32 because it changes the rounding that published figures were measured with;
 - ``bfloat16 channels-last``: bfloat16 autocast as well — ``fit``'s default on CUDA, and
-  ``--precision bfloat16`` on CPUs with AMX or AVX512-BF16 (``training.fit.native_bfloat16``);
+  ``--precision bfloat16`` on CPUs with AMX or AVX512-BF16 (``models.precision.native_bfloat16``);
   elsewhere a CPU emulates it, and this row shows what that would cost.
 
     python -m benchmarks.train_step                      # RGB, batch 16, all threads
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from models.detector import AnomalyDetector
+from models.precision import native_bfloat16
 from training.config import preset
-from training.fit import native_bfloat16, resolve_device, training_loss
+from training.fit import resolve_device, training_loss
 
 FORMATS = {  # name: (bfloat16 autocast, channels-last)
     "float32": (False, False),
