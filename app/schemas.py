@@ -128,6 +128,7 @@ class InspectionResponse(BaseModel):
                         "test_time_flips": ["h", "v", "hv"],
                         "pixel_threshold": 0.41,
                         "image_threshold": 0.57,
+                        "precision": "float32",
                     },
                     "results": [
                         {
