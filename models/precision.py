@@ -1,12 +1,13 @@
 """What the detector's two networks compute in: float32, or bfloat16 where the device computes it natively.
 
 Training may autocast its forward passes to bfloat16 (``training.fit.mixed_precision``), and so may
-inference (``INSPECT_PRECISION``, ``evaluate --precision``): ``network_precision`` autocasts the CAE
-and the head, and the detector keeps everything after them — the reconstruction-error maps, the
-smoothing, the texture memory and the image score — in float32 (``float32_scoring``), the precision
-that calibration computed its thresholds in. The networks' outputs still carry bfloat16's 8-bit
-mantissa, so scores move a little against a float32 run; BENCHMARKS.md §1 measures by how much on real
-test sets, and what it buys.
+inference (``INSPECT_PRECISION``; ``calibrate`` and ``evaluate --precision``, so that thresholds and
+figures come from the networks as served): ``network_precision`` autocasts the CAE and the head, and
+the detector keeps everything after them — the reconstruction-error maps, the smoothing, the
+texture memory and the image score — in float32 (``float32_scoring``), where bfloat16's 8-bit
+mantissa would move scores and mask edges more than it saves. The networks' outputs still carry that
+mantissa, so scores move a little against a float32 run: BENCHMARKS.md §1 measures by how much on
+real test sets, and what it buys.
 
 Only where bfloat16 is native does it pay: a GPU from Ampere on, or a CPU with AMX or AVX512-BF16.
 Elsewhere it is emulated, slower than float32, and refused.

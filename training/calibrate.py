@@ -16,6 +16,7 @@ import torch
 from models.calibration import Calibration, from_normal_scores, pixel_quantile_of
 from models.detector import AnomalyDetector
 from models.flips import flip_views, merge_views
+from models.precision import network_precision
 from models.preprocess import to_image_size
 from models.scoring import smooth
 from training.inference import score_images
@@ -28,17 +29,19 @@ def calibrate_on_normals(
     device: torch.device,
     image_quantile: float,
     pixel_quantile: float,
+    precision: str = "float32",
 ) -> Calibration:
-    """Thresholds from (M, C, S, S) normal validation images. A fused map first gets its parts'
+    """Thresholds from (M, C, S, S) normal validation images, the networks in ``precision`` (the
+    one the service will run them in: ``models.precision``). A fused map first gets its parts'
     scales from the same images, at the same pixel quantile as the pixel threshold."""
-    details = {}
+    details: dict = {"precision": precision}
     if detector.texture is not None and not bool(detector.texture.filled):
         raise ValueError("the texture memory is empty: fill it from the training images before calibrating")
     if detector.fused:
-        scales = fused_map_scales(detector, val, device, pixel_quantile)
+        scales = fused_map_scales(detector, val, device, pixel_quantile, precision=precision)
         detector.set_map_scales(*scales)
-        details = {"map_scales": {**dict(zip(FUSED_PARTS, scales, strict=False)), "quantile": pixel_quantile}}
-    scores, maps, _ = score_images(detector, val, device)
+        details["map_scales"] = {**dict(zip(FUSED_PARTS, scales, strict=False)), "quantile": pixel_quantile}
+    scores, maps, _ = score_images(detector, val, device, precision=precision)
     calibration = from_normal_scores(scores, maps, image_quantile, pixel_quantile)
     return replace(calibration, details={**calibration.details, **details})
 
@@ -51,7 +54,12 @@ FUSED_PARTS = ("head", "ssim+gms", "texture")
 
 @torch.no_grad()
 def fused_map_scales(
-    detector: AnomalyDetector, val: torch.Tensor, device: torch.device, quantile: float, batch_size: int = 32
+    detector: AnomalyDetector,
+    val: torch.Tensor,
+    device: torch.device,
+    quantile: float,
+    batch_size: int = 32,
+    precision: str = "float32",
 ) -> tuple[float, ...]:
     """The ``quantile`` of the smoothed head probability, of the smoothed SSIM+MSGMS map and (with
     a texture memory) of the smoothed texture distance over the pixels of (M, C, S, S) normal
@@ -63,7 +71,8 @@ def fused_map_scales(
     for start in range(0, val.shape[0], batch_size):
         x = val[start : start + batch_size].to(device)
         views = flip_views(x, flips)  # each part averaged over the views, as the detector does
-        probability, error = detector.fused_parts(views, detector.cae(views))
+        with network_precision(precision, device):  # the parts themselves come back float32
+            probability, error = detector.fused_parts(views, detector.cae(views))
         heads.append(smooth(merge_views(probability, flips), sigma).cpu())
         errors.append(smooth(merge_views(error, flips), sigma).cpu())
         if detector.texture is not None:

@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-quantile", type=float, default=0.99)
     p.add_argument("--pixel-quantile", type=float, default=0.999)
     p.add_argument(
+        "--precision",
+        choices=PRECISIONS_AT_INFERENCE,
+        default="float32",
+        help="what the networks compute in while calibrating: the INSPECT_PRECISION the checkpoint "
+        "will be served in (bfloat16 only where native; default: float32)",
+    )
+    p.add_argument(
         "--f1-optimal",
         action="store_true",
         help="OPTIMISTIC: pick F1-optimal thresholds on the labelled test set (recorded as such)",
@@ -382,9 +389,18 @@ def _roi(text: str) -> Box:
         raise ValueError(f"--roi {text!r}: {err}") from None
 
 
+def _precision(name: str, device: torch.device) -> str:
+    """``--precision`` of calibrate and evaluate, checked against ``device``."""
+    try:
+        return check_precision(name, device)
+    except ValueError as err:
+        raise ValueError(f"--precision {name}: {err}") from None
+
+
 def cmd_calibrate(args) -> int:
     flips = None if args.test_time_flips is None else _flip_names(args.test_time_flips)
     device = resolve_device(args.device)
+    precision = _precision(args.precision, device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     training = checkpoint.metadata.get("training") or {}
     index = index_category(args.data_root, args.category, need_test=args.f1_optimal)
@@ -412,15 +428,16 @@ def cmd_calibrate(args) -> int:
         detector = with_test_time_flips(checkpoint.detector, flips).to(device)
         checkpoint = replace(checkpoint, detector=detector)
     calibration = calibrate_on_normals(
-        checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile
+        checkpoint.detector, val, device, args.image_quantile, args.pixel_quantile, precision
     )
     if args.f1_optimal:
         from training.evaluate import evaluate
 
-        run = evaluate(replace(checkpoint, calibration=calibration), index, device)
+        run = evaluate(replace(checkpoint, calibration=calibration), index, device, precision)
         labels = np.array([d != "good" for d in run.defects])
         maps = [torch.from_numpy(m) for m in run.maps]
         calibration = calibrate_f1_optimal(run.scores, labels, maps, run.masks, calibration.score_scale)
+        calibration = replace(calibration, details={**calibration.details, "precision": precision})
     out = args.out or args.checkpoint
     save_checkpoint(
         out,
@@ -442,10 +459,7 @@ def cmd_evaluate(args) -> int:
     from training.report import headline
 
     device = resolve_device(args.device)
-    try:
-        precision = check_precision(args.precision, device)
-    except ValueError as err:
-        raise ValueError(f"--precision {args.precision}: {err}") from None
+    precision = _precision(args.precision, device)
     checkpoint = load_checkpoint(args.checkpoint, device)
     index = index_category(args.data_root, args.category)
     started = time.perf_counter()

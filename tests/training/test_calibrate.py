@@ -1,5 +1,7 @@
 """Tests for training/calibrate.py: thresholds from normal images, and the optimistic F1 alternative."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch
 from models.calibration import from_normal_scores
 from models.detector import with_test_time_flips
 from models.flips import flip_views, merge_views
+from models.precision import network_precision
 from models.scoring import defect_mask, smooth
 from tests.models.test_head import FUSED, head_detector
 from tests.models.test_texture_memory import texture_detector
@@ -27,7 +30,8 @@ def test_calibrate_on_normals_uses_the_detectors_own_scores(tiny_detector):
         float(torch.quantile(out.anomaly_map.double(), 0.9)), rel=1e-6
     )
     scores, maps, _ = score_images(tiny_detector, val, CPU)
-    assert cal == from_normal_scores(scores, maps, 0.5, 0.9)
+    expected = from_normal_scores(scores, maps, 0.5, 0.9)
+    assert cal == replace(expected, details={**expected.details, "precision": "float32"})
     assert cal.method == "normal-quantile"
     assert cal.details["normal_images"] == 5
     # the normal images sit around the threshold, as a median makes them
@@ -150,3 +154,30 @@ def test_a_texture_memory_gets_the_third_scale_and_an_empty_one_is_refused():
     assert cal.details["map_scales"]["texture"] == pytest.approx(expected, rel=1e-6)
     _, maps, _ = score_images(detector, val, CPU)  # thresholds on the map with all three parts
     assert cal.pixel_threshold == pytest.approx(float(torch.quantile(maps.double().flatten(), 0.9)), rel=1e-6)
+
+
+def test_calibrating_in_bfloat16_takes_scales_and_thresholds_from_bfloat16_networks_and_records_it():
+    val = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(3))
+    detectors = {precision: head_detector(anomaly_map=FUSED) for precision in ("float32", "bfloat16")}
+    cals = {p: calibrate_on_normals(d, val, CPU, 0.5, 0.9, precision=p) for p, d in detectors.items()}
+    with torch.no_grad(), network_precision("bfloat16", CPU):
+        recon = detectors["bfloat16"].cae(val)
+        probability, error = detectors["bfloat16"].fused_parts(val, recon)
+    sigma = detectors["bfloat16"].config.scoring.smoothing_sigma
+    expected = [
+        float(torch.quantile(smooth(part, sigma).double().flatten(), 0.9)) for part in (probability, error)
+    ]
+    assert detectors["bfloat16"].map_scales.tolist() == pytest.approx(expected, rel=1e-6)
+    scores, maps, _ = score_images(detectors["bfloat16"], val, CPU, precision="bfloat16")
+    assert cals["bfloat16"].pixel_threshold == pytest.approx(
+        float(torch.quantile(maps.double().flatten(), 0.9)), rel=1e-6
+    )
+    assert cals["bfloat16"].image_threshold == pytest.approx(
+        float(torch.quantile(scores.double(), 0.5)), rel=1e-6
+    )
+    assert (cals["bfloat16"].details["precision"], cals["float32"].details["precision"]) == (
+        "bfloat16",
+        "float32",
+    )
+    assert cals["bfloat16"].image_threshold != cals["float32"].image_threshold  # not the float32 answer
+    assert cals["bfloat16"].image_threshold == pytest.approx(cals["float32"].image_threshold, rel=0.05)

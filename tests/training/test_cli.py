@@ -301,6 +301,27 @@ def test_calibrate_updates_the_thresholds_in_place(fitted, tmp_path, capsys):
         assert tensor.equal(after.detector.state_dict()[key])
 
 
+def test_calibrate_in_bfloat16_records_it_and_fit_calibrates_in_float32(
+    fitted, tmp_path, capsys, monkeypatch
+):
+    data, original, _ = fitted
+    assert load_checkpoint(original).calibration.details["precision"] == "float32"
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: True)
+    checkpoint = tmp_path / "bfloat16.safetensors"
+    argv = ["--checkpoint", str(original), "--out", str(checkpoint), "--precision", "bfloat16"]
+    assert main(_args(data, "calibrate", *argv)) == 0
+    printed = _last_json(capsys.readouterr().out)
+    assert printed["details"]["precision"] == "bfloat16"
+    assert load_checkpoint(checkpoint).calibration.details["precision"] == "bfloat16"
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: False)
+    stderr = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+        code = main(_args(data, "calibrate", *argv))
+    assert code == 2
+    (line,) = stderr.getvalue().splitlines()
+    assert line.startswith("error: --precision bfloat16: cpu does not compute bfloat16 natively")
+
+
 def test_f1_optimal_calibration_is_recorded_and_reaches_f1_max_at_its_thresholds(fitted, tmp_path, capsys):
     data, original, _ = fitted
     optimistic = tmp_path / "optimistic.safetensors"
