@@ -200,8 +200,19 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
-    def warm_up(self, checkpoint: Checkpoint) -> None:
-        """One pass of ``checkpoint`` through the whole path, as this batcher will run it."""
+    def prepare(self, checkpoint: Checkpoint) -> None:
+        """Ready a freshly loaded ``checkpoint`` to serve: one pass through the whole path, as this
+        batcher will run it, and a warning if its thresholds were calibrated in another precision."""
+        calibrated = checkpoint.calibration.details.get("precision", "float32")  # older: float32
+        if calibrated != self.precision:
+            logger.warning(
+                "%s was calibrated with %s networks and is served in %s: scores near the thresholds "
+                "can fall on the other side; `python -m training calibrate --precision %s` recalibrates it",
+                checkpoint.category,
+                calibrated,
+                self.precision,
+                self.precision,
+            )
         warm_up(checkpoint, self.device, self.precision)
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -270,7 +281,7 @@ class Batcher:
 
     def _work(self) -> None:
         try:
-            self.registry.load_all(self.device, self.warm_up, lambda: self._stopping)
+            self.registry.load_all(self.device, self.prepare, lambda: self._stopping)
         except Exception:  # the registry records per-file failures; this is a bug, keep serving
             logger.exception("loading the checkpoints failed")
         while (collection := self._next()) is not None:

@@ -21,7 +21,7 @@ router = APIRouter(tags=["operations"], route_class=DocumentedRoute)
 async def reload_models(services: ServicesDep) -> ReloadResult:
     """Re-scan the weights folder and swap in new and changed checkpoints."""
     batcher = services.batcher
-    report = await asyncio.to_thread(services.registry.reload, batcher.device, batcher.warm_up)
+    report = await asyncio.to_thread(services.registry.reload, batcher.device, batcher.prepare)
     return ReloadResult(
         loaded=report.loaded, unchanged=report.unchanged, failed=report.failed, removed=report.removed
     )

@@ -4,6 +4,7 @@ batching across concurrent requests, fairness, back-pressure, timeouts and disco
 import asyncio
 import base64
 import io
+import logging
 import threading
 from dataclasses import replace
 
@@ -648,6 +649,29 @@ async def test_a_bfloat16_service_runs_the_networks_in_bfloat16_and_says_so(tmp_
     half, full = answers["bfloat16"]["results"][0]["score"], answers["float32"]["results"][0]["score"]
     assert half == pytest.approx(float(expected), rel=1e-5)
     assert half != full and half == pytest.approx(full, rel=0.05)  # close to float32, not equal
+
+
+async def test_a_checkpoint_calibrated_in_another_precision_is_served_with_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(models.precision, "native_bfloat16", lambda device: True)
+    for name, details in (
+        ("old", {}),
+        ("float", {"precision": "float32"}),
+        ("half", {"precision": "bfloat16"}),
+    ):
+        calibration = Calibration(pixel_threshold=0.5, image_threshold=0.5, score_scale=0.1, details=details)
+        save_checkpoint(
+            tmp_path / f"{name}.safetensors", texture_detector(), category=name, calibration=calibration
+        )
+    with caplog.at_level(logging.WARNING, logger="app.batcher"):
+        async with serve(make_settings(tmp_path, precision="bfloat16")) as (_, client):
+            assert (await client.post("/inspect/old", content=png_bytes(), headers=PNG)).status_code == 200
+    warned = sorted(
+        r.getMessage().split()[0] for r in caplog.records if "was calibrated with" in r.getMessage()
+    )
+    assert warned == ["float", "old"]  # older checkpoints were calibrated in float32
+    assert "calibrate --precision bfloat16" in caplog.text
 
 
 async def test_bfloat16_where_the_device_only_emulates_it_stops_the_start(weights_dir, monkeypatch):
