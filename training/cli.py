@@ -48,6 +48,16 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
+def _add_inference_precision(p: argparse.ArgumentParser, purpose: str) -> None:
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS_AT_INFERENCE,
+        default="float32",
+        help=f"what the networks compute in: {purpose} (bfloat16 only where native: a GPU from Ampere "
+        "on, a CPU with AMX or AVX512-BF16; default: float32)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,13 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image-quantile", type=float, default=0.99)
     p.add_argument("--pixel-quantile", type=float, default=0.999)
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS_AT_INFERENCE,
-        default="float32",
-        help="what the networks compute in while calibrating: the INSPECT_PRECISION the checkpoint "
-        "will be served in (bfloat16 only where native; default: float32)",
-    )
+    _add_inference_precision(p, "the INSPECT_PRECISION the checkpoint will be served in")
     p.add_argument(
         "--f1-optimal",
         action="store_true",
@@ -201,14 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--report-dir", type=Path, help="write metrics.json, report.md and plots here")
     p.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS_AT_INFERENCE,
-        default="float32",
-        help="what the networks compute in, as a service with that INSPECT_PRECISION would: bfloat16 "
-        "only where native (a GPU from Ampere on, a CPU with AMX or AVX512-BF16); thresholds stay "
-        "the checkpoint's (default: float32)",
-    )
+    _add_inference_precision(p, "as that INSPECT_PRECISION would; thresholds stay the checkpoint's")
     return parser
 
 
