@@ -3,9 +3,10 @@
 #   1. model throughput by batch size, fp32 and bf16 autocast, and the per-stage floor (benchmarks.floor);
 #   2. one training epoch of the default preset on synthetic data (python -m training fit --epochs 1),
 #      and one training step in float32 and bfloat16 (benchmarks.train_step);
-#   3. the service end to end at 64 concurrent clients (benchmarks.serve_load), when FastAPI is importable.
+#   3. the service end to end at 64 concurrent clients (benchmarks.serve_load), when FastAPI is importable,
+#      in float32 and, where the device computes it natively, with its networks in bfloat16.
 # Results are files in OUT_DIR (default: $OUT, else reports/device): nvidia-smi.txt, train_epoch.json,
-# train_step.md/.json, floor.md/.json, serve_load.md/.json, device.log.
+# train_step.md/.json, floor.md/.json, serve_load.md/.json, bf16/serve_load.md/.json, device.log.
 #
 #   bash benchmarks/device.sh                      # on the GPU machine
 #   bash benchmarks/device.sh --device cpu --quick /tmp/device-smoke   # smoke check of the Python parts
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) OUT_DIR="$1"; shift ;;
   esac
 done
@@ -85,6 +86,15 @@ if "$PYTHON" -c "import fastapi, uvicorn, pydantic_settings, python_multipart, h
   "$PYTHON" -m benchmarks.serve_load --weights-dir "$WORK/weights" --device "$DEVICE" \
     --concurrency "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" --images "$IMAGES" \
     --floor "$OUT_DIR/floor.json" --out "$OUT_DIR" 2>> "$LOG"
+  if "$PYTHON" -c "import sys, torch; from models.precision import native_bfloat16; \
+      sys.exit(not native_bfloat16(torch.device('$DEVICE')))"; then
+    say "service end to end at $CLIENTS clients, networks in bfloat16 (INSPECT_PRECISION=bfloat16)"
+    "$PYTHON" -m benchmarks.serve_load --target service-bf16 --weights-dir "$WORK/weights" --device "$DEVICE" \
+      --concurrency "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" --images "$IMAGES" \
+      --out "$OUT_DIR/bf16" 2>> "$LOG"  # no --floor: floor.json's floor is float32's
+  else
+    say "skipped the bfloat16 service: $DEVICE does not compute bfloat16 natively"
+  fi
 else
   say "skipped the service: fastapi, uvicorn, pydantic-settings, python-multipart or httpx missing (carry wheels in .whl/)"
 fi
