@@ -3,7 +3,6 @@
 from typing import get_args
 
 from app.schemas import ColorMode, Precision, ResizeMode
-from app.settings import Settings
 from models.imageio import COLOR_MODES
 from models.precision import PRECISIONS
 from models.preprocess import RESIZE_MODES
@@ -13,7 +12,3 @@ def test_the_api_names_exactly_the_modes_the_models_know():
     assert get_args(ColorMode) == COLOR_MODES
     assert get_args(ResizeMode) == RESIZE_MODES
     assert get_args(Precision) == PRECISIONS
-
-
-def test_the_precision_setting_accepts_exactly_the_models_precisions():
-    assert get_args(Settings.model_fields["precision"].annotation) == PRECISIONS

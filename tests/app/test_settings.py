@@ -1,8 +1,11 @@
 """Settings: defaults, INSPECT_* environment variables, and errors that name the variable."""
 
+from typing import get_args
+
 import pytest
 
 from app.settings import Settings, SettingsError, get_settings, load_settings
+from models.precision import PRECISIONS
 
 
 def test_defaults_match_the_issue(monkeypatch):
@@ -128,3 +131,7 @@ def test_log_settings(monkeypatch):
     monkeypatch.setenv("INSPECT_LOG_LEVEL", "loud")
     with pytest.raises(SettingsError, match="INSPECT_LOG_LEVEL: must be one of DEBUG, INFO"):
         load_settings()
+
+
+def test_the_precision_setting_accepts_exactly_the_models_precisions():
+    assert get_args(Settings.model_fields["precision"].annotation) == PRECISIONS
