@@ -27,6 +27,13 @@ as quality.md and quality.json, rewritten after every run so a long run's partia
     python -m benchmarks.quality --data-root ../shared/data --categories tire magnetic_tile
     python -m benchmarks.quality --data-root /tmp/qsynth --categories demo --epochs 1   # smoke run
 
+Options of ``fit`` that a configuration does not pin pass through to every training:
+``--precision`` and ``--ema-decay`` alike for all, ``--roi CATEGORY=LEFT,TOP,RIGHT,BOTTOM`` per
+category (a box belongs to one part's photos):
+
+    python -m benchmarks.quality --data-root ../shared/data --categories tire --configs default \
+        --precision bfloat16 --max-steps 4800 --roi tire=0.185,0.1375,0.8,0.8625
+
 Runs split across processes or machines (``--out`` each) are put into one table with
 ``--collect DIR ... --out DIR``.
 """
@@ -45,7 +52,8 @@ from typing import Any
 import torch
 
 from models.checkpoint import load_checkpoint, read_metadata
-from training.config import PRESETS, TrainConfig
+from models.preprocess import check_roi
+from training.config import PRECISIONS, PRESETS, TrainConfig
 from training.data import index_category, load_as_checkpoint
 
 
@@ -214,8 +222,25 @@ def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: 
     return round(statistics.median(times), 3)
 
 
+def passed_through(args: argparse.Namespace, category: str) -> list[str]:
+    """The ``fit`` options given to this harness for every training (and ``category``'s box)."""
+    arguments = []
+    if args.precision:
+        arguments += ["--precision", args.precision]
+    if args.ema_decay is not None:
+        arguments += ["--ema-decay", str(args.ema_decay)]
+    if category in args.roi:
+        arguments += ["--roi", args.roi[category]]
+    return arguments
+
+
 def train(
-    args: argparse.Namespace, config: Configuration, data: list[str], checkpoint: Path, log: Path
+    args: argparse.Namespace,
+    category: str,
+    config: Configuration,
+    data: list[str],
+    checkpoint: Path,
+    log: Path,
 ) -> tuple[int, float]:
     """``fit`` with the shared budget; returns (exit code, wall seconds)."""
     fit = [
@@ -233,7 +258,8 @@ def train(
         "--no-progress",
     ]
     budget = ["--epochs", str(args.epochs)] if args.epochs else ["--max-steps", str(args.max_steps)]
-    code, _, wall = run_cli([*fit, *budget, *config.fit_arguments], log)
+    # The configuration's own arguments come last: where both set an option, the configuration's wins.
+    code, _, wall = run_cli([*fit, *budget, *passed_through(args, category), *config.fit_arguments], log)
     return code, wall
 
 
@@ -281,7 +307,7 @@ def train_and_evaluate(args: argparse.Namespace, category: str, config: Configur
     if config.rescore:
         code, wall = rescore(args, category, config, data, checkpoint, log)
     else:
-        code, wall = train(args, config, data, checkpoint, log)
+        code, wall = train(args, category, config, data, checkpoint, log)
     record["fit_wall_s"] = round(wall, 1)
     if code != 0:
         step = "calibrate" if config.rescore else "fit"
@@ -313,10 +339,22 @@ def fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def fit_options(arguments: dict) -> str:
+    """The pass-through ``fit`` options of a run's arguments, as a reader would type them."""
+    options = []
+    if arguments.get("precision"):
+        options.append(f"--precision {arguments['precision']}")
+    if arguments.get("ema_decay") is not None:
+        options.append(f"--ema-decay {arguments['ema_decay']}")
+    options += [f"--roi {category}={box}" for category, box in sorted((arguments.get("roi") or {}).items())]
+    return ", ".join(options)
+
+
 def markdown(records: list[dict], args: argparse.Namespace) -> str:
+    options = fit_options(vars(args))
     lines = [
         f"Same budget for every configuration: {f'--epochs {args.epochs}' if args.epochs else f'--max-steps {args.max_steps}'}, --seed {args.seed}, "
-        f"device {args.device}; load average {[round(x, 2) for x in os.getloadavg()]}.",
+        f"{f'{options}, ' if options else ''}device {args.device}; load average {[round(x, 2) for x in os.getloadavg()]}.",
         "",
         "| category | config | image AUROC | pixel AUROC | AUPRO | image F1-max | pixel F1-max "
         "| image P / R / F1 @ thr | pixel P / R / F1 @ thr | pixel IoU | train s (epochs) | infer ms/image |",
@@ -353,9 +391,14 @@ def collect(folders: list[Path], out: Path) -> int:
         if not path.is_file():
             raise SystemExit(f"--collect: {path} does not exist")
         documents.append(json.loads(path.read_text()))
-    budgets = {tuple(d["arguments"][k] for k in ("max_steps", "epochs", "seed", "device")) for d in documents}
+    budgets = {
+        (*(d["arguments"][k] for k in ("max_steps", "epochs", "seed", "device")), fit_options(d["arguments"]))
+        for d in documents
+    }
     if len(budgets) > 1:
-        raise SystemExit(f"--collect: the runs differ in budget, seed or device: {sorted(budgets)}")
+        raise SystemExit(
+            f"--collect: the runs differ in budget, seed, fit options or device: {sorted(budgets)}"
+        )
     records = [record for d in documents for record in d["results"]]
     args = argparse.Namespace(**documents[0]["arguments"])
     out.mkdir(parents=True, exist_ok=True)
@@ -371,6 +414,23 @@ def collect(folders: list[Path], out: Path) -> int:
     (out / "quality.md").write_text(markdown(records, args))
     print(markdown(records, args))
     return 0
+
+
+def roi_by_category(values: list[str], categories: list[str]) -> dict[str, str]:
+    """``--roi CATEGORY=BOX ...`` as {category: box}; SystemExit naming a malformed or stray one."""
+    boxes: dict[str, str] = {}
+    for value in values:
+        category, sep, box = value.partition("=")
+        if not sep or not box:
+            raise SystemExit(f"--roi: expected CATEGORY=LEFT,TOP,RIGHT,BOTTOM, got {value!r}")
+        if category not in categories:
+            raise SystemExit(f"--roi: {category!r} is not among --categories ({', '.join(categories)})")
+        try:
+            check_roi([float(v) for v in box.split(",")])
+        except ValueError as err:
+            raise SystemExit(f"--roi {category}: {err}") from None
+        boxes[category] = box
+    return boxes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,6 +454,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=0, help="same epochs for all instead of --max-steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fit --precision for every training (default: fit's own, auto)",
+    )
+    parser.add_argument(
+        "--ema-decay", type=float, help="fit --ema-decay for every training (default: fit's own, off)"
+    )
+    parser.add_argument(
+        "--roi",
+        nargs="+",
+        default=[],
+        metavar="CATEGORY=LEFT,TOP,RIGHT,BOTTOM",
+        help="fit --roi for that category's trainings (default: the whole image)",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="training, evaluation and timing device (default: cpu)"
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed inference repeats (median)")
@@ -410,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         return collect(args.collect, args.out)
     if args.epochs < 0:
         raise SystemExit(f"--epochs must be >= 0, got {args.epochs}")
+    args.roi = roi_by_category(args.roi, args.categories)
     configs = [configuration(name) for name in args.configs]
     for category in args.categories:
         index_category(args.data_root, category)  # fails now, naming the path, rather than after an hour
