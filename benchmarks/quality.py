@@ -222,13 +222,20 @@ def inference_ms(checkpoint_path: Path, data_root: Path, category: str, device: 
     return round(statistics.median(times), 3)
 
 
+# fit's options given once to this harness for every training: (argument name, fit's flag).
+SHARED_FIT_OPTIONS = (("precision", "--precision"), ("ema_decay", "--ema-decay"))
+
+
+def shared_fit_options(arguments: dict) -> list[tuple[str, str]]:
+    """(flag, value) of each SHARED_FIT_OPTIONS given in a run's ``arguments``."""
+    return [
+        (flag, str(arguments[name])) for name, flag in SHARED_FIT_OPTIONS if arguments.get(name) is not None
+    ]
+
+
 def passed_through(args: argparse.Namespace, category: str) -> list[str]:
     """The ``fit`` options given to this harness for every training (and ``category``'s box)."""
-    arguments = []
-    if args.precision:
-        arguments += ["--precision", args.precision]
-    if args.ema_decay is not None:
-        arguments += ["--ema-decay", str(args.ema_decay)]
+    arguments = [part for option in shared_fit_options(vars(args)) for part in option]
     if category in args.roi:
         arguments += ["--roi", args.roi[category]]
     return arguments
@@ -341,11 +348,7 @@ def fmt(value, digits: int = 3) -> str:
 
 def fit_options(arguments: dict) -> str:
     """The pass-through ``fit`` options of a run's arguments, as a reader would type them."""
-    options = []
-    if arguments.get("precision"):
-        options.append(f"--precision {arguments['precision']}")
-    if arguments.get("ema_decay") is not None:
-        options.append(f"--ema-decay {arguments['ema_decay']}")
+    options = [f"{flag} {value}" for flag, value in shared_fit_options(arguments)]
     options += [f"--roi {category}={box}" for category, box in sorted((arguments.get("roi") or {}).items())]
     return ", ".join(options)
 
