@@ -48,6 +48,16 @@ class EpochRecord:
 
 
 @dataclass
+class Snapshot:
+    """The judged weights at the end of one epoch (``TrainConfig.snapshot_every``)."""
+
+    epoch: int
+    steps: int  # optimizer steps done by the end of that epoch
+    val_loss: float
+    state: dict[str, torch.Tensor]
+
+
+@dataclass
 class FitResult:
     detector: AnomalyDetector
     history: list[EpochRecord] = field(default_factory=list)
@@ -57,6 +67,7 @@ class FitResult:
     seconds: float = 0.0
     reconstruction_collapsed_at: int | None = None  # the epoch a collapse was reported (training went on)
     precision: str = "float32"  # what the forward passes of training ran in: "bfloat16" with mixed precision
+    snapshots: list[Snapshot] = field(default_factory=list)  # in training order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -196,7 +207,9 @@ def fit(
         progress: show a tqdm bar per epoch.
     Returns:
         The detector with the best validation weights loaded (with ``TrainConfig.ema_decay``, the
-        best epoch's weight average), in eval mode, and the history.
+        best epoch's weight average), in eval mode, the history, and with
+        ``TrainConfig.snapshot_every`` the weights judged at the epochs that complete each multiple
+        of it (at most one an epoch).
     Raises:
         TrainingCollapsed: validation MSE stayed at the mean-image level (see ``TrainConfig``).
     """
@@ -232,6 +245,7 @@ def fit(
         detector, patience=config.patience_for(epochs), precision="bfloat16" if use_amp else "float32"
     )
     best_loss, best_state, collapsed_epochs = math.inf, None, 0
+    steps = 0
     started = time.perf_counter()
     bar = _progress(epochs, progress)
     for epoch in range(1, epochs + 1):
@@ -247,6 +261,7 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            steps += 1
             if average:
                 average.update(detector)
             total += float(loss.detach()) * x.shape[0]
@@ -268,6 +283,9 @@ def fit(
         result.history.append(record)
         if val_loss < best_loss:
             best_loss, best_state, result.best_epoch = val_loss, copy.deepcopy(judged.state_dict()), epoch
+        every = config.snapshot_every
+        if every and steps // every > (result.snapshots[-1].steps // every if result.snapshots else 0):
+            result.snapshots.append(Snapshot(epoch, steps, val_loss, copy.deepcopy(judged.state_dict())))
         bar.set_postfix(
             train=f"{record.train_loss:.4f}",
             val=f"{val_loss:.4f}",

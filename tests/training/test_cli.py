@@ -161,6 +161,34 @@ def test_image_size_fit_trains_on_crops_and_scores_the_larger_image(fitted, tmp_
     assert 0 <= _last_json(capsys.readouterr().out)["pixel_auroc"] <= 1
 
 
+def test_snapshots_are_calibrated_checkpoints_beside_the_kept_one_out_of_the_services_way(
+    fitted, tmp_path, capsys
+):
+    data, _, _ = fitted
+    checkpoint = tmp_path / "weights" / "demo.safetensors"
+    small = ("--input-size", "24", "--batch-size", "4", "--no-progress")  # 7 images: 2 steps an epoch
+    flags = ("--epochs", "2", "--snapshot-every", "2", *small)
+    assert main(_args(data, "fit", "--out", str(checkpoint), *flags)) == 0
+    out, err = capsys.readouterr()
+    summary = _last_json(out)
+    folder = tmp_path / "weights" / "demo-snapshots"
+    paths = [folder / "step2.safetensors", folder / "step4.safetensors"]
+    assert summary["snapshots"] == [str(p) for p in paths]
+    assert read_metadata(checkpoint)["training"]["snapshots"] == summary["snapshots"]
+    assert sorted((tmp_path / "weights").glob("*.safetensors")) == [checkpoint]  # one category served
+    assert "snapshot of epoch 2 (4 steps, validation loss" in err
+    for epoch, path in enumerate(paths, start=1):
+        training = read_metadata(path)["training"]
+        assert training["snapshot"]["epoch"] == epoch and training["snapshot"]["steps"] == 2 * epoch
+        assert "snapshots" not in training
+        assert bool(load_checkpoint(path).detector.texture.filled)
+    # The best epoch's snapshot holds the kept weights, so it calibrates to the same thresholds.
+    best = paths[summary["best_epoch"] - 1]
+    for name in ("image_threshold", "pixel_threshold"):
+        assert read_metadata(best)["calibration"][name] == pytest.approx(summary[name], rel=1e-6)
+    assert main(_args(data, "evaluate", "--checkpoint", str(paths[0]))) == 0
+
+
 def test_early_stopping_says_so_and_records_it(fitted, tmp_path, capsys, monkeypatch):
     data, _, _ = fitted
     # Validation worsens after the first epoch: patience 2 stops the 5 planned epochs after 3.
@@ -496,6 +524,7 @@ def test_corrupt_checkpoint(fitted, tmp_path, capsys):
         (["--input-size", "25"], ("input_size", "try 24")),
         (["--image-quantile", "1.5"], ("--image-quantile",)),  # refused before training, not after
         (["--epochs", "0"], ("--epochs",)),
+        (["--snapshot-every", "-5"], ("--snapshot-every", ">= 0")),
         (["--input-size", "24", "--image-size", "12"], ("--image-size 12", "at least", "24")),
         (["--input-size", "24", "--image-size", "50"], ("--image-size 50", "multiple of 6", "try 48")),
     ],

@@ -307,6 +307,28 @@ def test_auto_precision_is_bfloat16_on_cuda_only_and_bfloat16_is_refused_where_i
         mixed_precision("bfloat16", cuda)
 
 
+def test_snapshots_keep_the_epochs_that_complete_each_multiple_of_the_steps(data, monkeypatch):
+    train, val = data  # 9 images in batches of 4: 3 steps an epoch, 15 in 5 epochs
+    scripted = iter([0.5, 0.4, 0.3, 0.1, 0.2])  # epoch 4 is the best
+    monkeypatch.setattr(fit_module, "validate", lambda *a: (next(scripted), 0.0, 1.0, 1.0, 0.0))
+    result = fit(_detector(), train, val, _config(epochs=5, snapshot_every=5), CPU, progress=False)
+    # steps 5, 10 and 15 are completed by epochs 2 (6 steps), 4 (12) and 5 (15)
+    assert [(s.epoch, s.steps, s.val_loss) for s in result.snapshots] == [
+        (2, 6, 0.4),
+        (4, 12, 0.1),
+        (5, 15, 0.2),
+    ]
+    assert result.best_epoch == 4
+    kept = result.detector.state_dict()
+    assert all(torch.equal(kept[name], value) for name, value in result.snapshots[1].state.items())
+    assert any(not torch.equal(kept[name], value) for name, value in result.snapshots[2].state.items())
+
+
+def test_without_snapshot_every_no_snapshot_is_kept(data):
+    train, val = data
+    assert fit(_detector(), train, val, _config(epochs=1), CPU, progress=False).snapshots == []
+
+
 @pytest.mark.parametrize(
     ("field", "value", "flag"),
     [
@@ -319,6 +341,7 @@ def test_auto_precision_is_bfloat16_on_cuda_only_and_bfloat16_is_refused_where_i
         ("ssim_loss_weight", -0.5, "--ssim-loss-weight"),
         ("sspcab_loss_weight", -0.1, "--sspcab-loss-weight"),
         ("patience", -1, "--patience"),
+        ("snapshot_every", -1, "--snapshot-every"),
         ("patience_fraction", 1.5, "--patience-fraction"),
         ("ema_decay", 1.0, "--ema-decay"),
         ("augment", "rotate", "--augment"),
