@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.calibration import Calibration
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
 from models.flips import FLIPS
@@ -315,11 +316,7 @@ def cmd_fit(args) -> int:
             f"weights are kept; --patience 0 trains the whole budget",
             file=sys.stderr,
         )
-    if detector.texture is not None:
-        detector.texture.remember(train, seed=train_cfg.seed)
-    calibration = calibrate_on_normals(
-        detector, val, device, train_cfg.image_quantile, train_cfg.pixel_quantile
-    )
+    calibration = _remember_and_calibrate(detector, train, val, device, train_cfg)
     history = [asdict(r) for r in result.history]
     snapshot_paths = [snapshot_path(args.out, snapshot.steps) for snapshot in result.snapshots]
     summary = {
@@ -380,6 +377,20 @@ def snapshot_path(out: Path, steps: int) -> Path:
     return out.parent / f"{out.stem}-snapshots" / f"step{steps}{out.suffix}"
 
 
+def _remember_and_calibrate(
+    detector: AnomalyDetector,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    device: torch.device,
+    train_cfg: TrainConfig,
+) -> Calibration:
+    """Fill a trained detector's texture memory from the training images, then calibrate it on the
+    held-out normal ones."""
+    if detector.texture is not None:
+        detector.texture.remember(train, seed=train_cfg.seed)
+    return calibrate_on_normals(detector, val, device, train_cfg.image_quantile, train_cfg.pixel_quantile)
+
+
 def _save_snapshot(
     snapshot: Snapshot,
     path: Path,
@@ -394,11 +405,7 @@ def _save_snapshot(
     """Load ``snapshot`` into ``detector`` and write it as a checkpoint, with a texture memory and
     thresholds of its own from the same images as the kept model's."""
     detector.load_state_dict(snapshot.state)  # its texture memory was still empty when it was taken
-    if detector.texture is not None:
-        detector.texture.remember(train, seed=train_cfg.seed)
-    calibration = calibrate_on_normals(
-        detector, val, device, train_cfg.image_quantile, train_cfg.pixel_quantile
-    )
+    calibration = _remember_and_calibrate(detector, train, val, device, train_cfg)
     training = {k: v for k, v in summary.items() if k != "snapshots"}
     training["snapshot"] = {"epoch": snapshot.epoch, "steps": snapshot.steps, "val_loss": snapshot.val_loss}
     path.parent.mkdir(parents=True, exist_ok=True)
