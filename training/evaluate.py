@@ -80,6 +80,32 @@ def _metrics(
     }
 
 
+def metrics_by_defect(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    maps: list[np.ndarray],
+    masks: list[np.ndarray],
+    defects: list[str],
+    defect_types: list[str],
+    image_threshold: float,
+    pixel_threshold: float,
+) -> dict:
+    """The metrics overall, and under ``per_defect`` for each defect type with the good images."""
+    per_defect = {}
+    for defect in defect_types:
+        keep = [i for i, d in enumerate(defects) if d in ("good", defect)]
+        per_defect[defect] = _metrics(
+            scores[keep],
+            labels[keep],
+            [maps[i] for i in keep],
+            [masks[i] for i in keep],
+            image_threshold,
+            pixel_threshold,
+        )
+    overall = _metrics(scores, labels, maps, masks, image_threshold, pixel_threshold)
+    return {**overall, "per_defect": per_defect}
+
+
 def evaluate(
     checkpoint: Checkpoint, index: CategoryIndex, device: torch.device, precision: str = "float32"
 ) -> EvaluationRun:
@@ -98,21 +124,11 @@ def evaluate(
     defects = [s.defect for s in index.test]
     labels = np.array([s.is_anomalous for s in index.test])
     cal = checkpoint.calibration
-    metrics = _metrics(scores, labels, maps, masks, cal.image_threshold, cal.pixel_threshold)
-    per_defect = {}
-    for defect in index.defect_types:
-        keep = [i for i, d in enumerate(defects) if d in ("good", defect)]
-        per_defect[defect] = _metrics(
-            scores[keep],
-            labels[keep],
-            [maps[i] for i in keep],
-            [masks[i] for i in keep],
-            cal.image_threshold,
-            cal.pixel_threshold,
-        )
+    metrics = metrics_by_defect(
+        scores, labels, maps, masks, defects, index.defect_types, cal.image_threshold, cal.pixel_threshold
+    )
     metrics = {
         **metrics,
-        "per_defect": per_defect,
         "thresholds": {
             "image_threshold": cal.image_threshold,
             "pixel_threshold": cal.pixel_threshold,
