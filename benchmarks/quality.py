@@ -17,7 +17,8 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 ``default-error-map`` (recalibrated with one part of the fused map alone; these four need no
 training, only ``default`` in the same ``--out``), ``default-letterbox`` and ``default-stretch`` (the
 default with its resize pinned, ``fit --resize letterbox|stretch``, where the default chooses from the
-training images' shapes), ``default-image-252`` (the default trained
+training images' shapes), ``default-whole-frame`` (the default without the part's box that it finds
+in the training images, ``fit --roi none``), ``default-image-252`` (the default trained
 on 126² crops of images resized to 252², which it scores whole, ``fit --image-size 252``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
@@ -113,6 +114,12 @@ CONFIGURATIONS = {
         "default",
         ("--resize", "stretch"),
         "default on stretched images: each squashed to the square, whatever its shape",
+    ),
+    "default-whole-frame": Configuration(
+        "default-whole-frame",
+        "default",
+        ("--roi", "none"),
+        "default on the whole image, without the part's box (--roi auto) that the default finds",
     ),
     "default-exposure": Configuration(
         "default-exposure",
@@ -469,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="CATEGORY=LEFT,TOP,RIGHT,BOTTOM",
-        help="fit --roi for that category's trainings (default: the whole image)",
+        help="fit --roi for that category's trainings (default: the preset's; the default preset's is "
+        "auto, the part's box found in the training images)",
     )
     parser.add_argument(
         "--device", default="cpu", help="training, evaluation and timing device (default: cpu)"

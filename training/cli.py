@@ -39,6 +39,7 @@ from training.data import (
     split_train_val,
 )
 from training.fit import Snapshot, TrainingCollapsed, fit, mixed_precision, resolve_device
+from training.part_box import find_part_box
 
 EXIT_USAGE = 2
 
@@ -141,10 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--roi",
-        metavar="LEFT,TOP,RIGHT,BOTTOM",
+        metavar="auto|none|LEFT,TOP,RIGHT,BOTTOM",
         help="inspect only this box of every image, as fractions of its width and height (0.2,0.1,0.8,0.9: "
         "the middle 60%% of the width, 80%% of the height): the model's pixels go to the part, not "
-        "to what the camera sees around it; the map is zero outside (default: the whole image)",
+        "to what the camera sees around it; the map is zero outside. auto: the box around what "
+        "stands out from the training images' border, or the whole image when nothing does or the "
+        "box would cover most of it; none: the whole image (default: the preset's, auto but for "
+        "the starting preset's none)",
     )
     p.add_argument(
         "--normalize-exposure",
@@ -264,8 +268,13 @@ def cmd_fit(args) -> int:
     if resize == "auto":
         resize, resize_reason = choose_resize(index.train)
     config = replace(config, resize=resize)
-    if args.roi:
-        config = replace(config, roi=_roi(args.roi))
+    roi = args.roi or chosen.roi
+    roi_reason = f"--roi {roi}" if args.roi else f"preset {args.preset}"
+    if roi == "auto":
+        box, roi_reason = find_part_box(index.train)
+        config = replace(config, roi=box)
+    elif roi != "none":
+        config = replace(config, roi=_roi(roi))
     if args.no_sspcab:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
@@ -297,10 +306,12 @@ def cmd_fit(args) -> int:
     if config.roi:
         top, left, height, width = roi_region(*image_shape(train_paths[0]), config.roi)
         print(
-            f"  roi {','.join(f'{v:g}' for v in config.roi)}: columns {left}–{left + width - 1}, rows "
-            f"{top}–{top + height - 1} of the first training image",
+            f"  roi {','.join(f'{v:g}' for v in config.roi)} ({roi_reason}): columns {left}–"
+            f"{left + width - 1}, rows {top}–{top + height - 1} of the first training image",
             file=sys.stderr,
         )
+    else:
+        print(f"  roi none, the whole image ({roi_reason})", file=sys.stderr)
     loading = (config.input_size, color_mode, config.resize, config.exposure_mean, config.roi)
     train = load_batch(train_paths, *loading)
     val = load_batch(val_paths, *loading)
@@ -437,7 +448,8 @@ def _flip_names(text: str) -> tuple[str, ...]:
 
 
 def _roi(text: str) -> Box:
-    """``--roi``'s comma-separated fractions as a checked box."""
+    """``--roi``'s comma-separated fractions as a checked box (``auto`` and ``none`` are handled
+    before)."""
     try:
         return check_roi([float(v) for v in text.split(",")])
     except ValueError as err:

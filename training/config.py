@@ -138,6 +138,9 @@ class Preset:
     # How ``fit`` sets ``detector.resize``: "auto" chooses from the training images' shapes
     # (``training.data.choose_resize``); one of ``models.preprocess.RESIZE_MODES`` pins it.
     resize: str = "auto"
+    # How ``fit`` sets ``detector.roi``: "auto" boxes the part found in the training images
+    # (``training.part_box``), "none" inspects the whole image; ``fit --roi`` overrides it.
+    roi: str = "auto"
 
 
 # The default's CAE alone (the head ablation), scored like the default: over the same flips.
@@ -153,6 +156,7 @@ PRESETS: dict[str, Preset] = {
         TrainConfig(epochs=500, ssim_loss_weight=0.0, sspcab_loss_weight=0.0, augment="none", patience=0),
         "126² CAE + SSPCAB block without its loss, MSE loss, per-pixel squared-error map",
         resize="stretch",
+        roi="none",
     ),
     # Reconstruction only: BatchNorm keeps dark low-contrast data from collapsing to a constant,
     # SSPCAB trains with its own loss, L2 + SSIM loss, structure-aware maps (SSIM + MSGMS).

@@ -134,6 +134,21 @@ def test_a_region_of_interest_fit_inspects_that_box_only(fitted, tmp_path):
     assert 0 <= run.metrics["pixel_auroc"] <= 1
 
 
+def test_the_default_boxes_a_part_on_a_backdrop_and_inspects_a_texture_whole(fitted, tmp_path):
+    from tests.training.test_part_box import part_on_backdrop, write_images
+
+    _, textured, _ = fitted  # the synthetic category: a texture that fills the frame
+    assert read_metadata(textured)["preprocessing"]["roi"] is None
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "data" / CATEGORY / "train" / "good", [part_on_backdrop(rng) for _ in range(8)])
+    boxed, whole = tmp_path / "boxed.safetensors", tmp_path / "whole.safetensors"
+    assert _quiet(_args(tmp_path / "data", "fit", "--out", str(boxed), *SMALL_FIT))[0] == 0
+    roi = read_metadata(boxed)["preprocessing"]["roi"]  # the part: columns 32–99 of 128, rows 24–71 of 96
+    assert roi == pytest.approx([32 / 128 - 0.05, 24 / 96 - 0.05, 100 / 128 + 0.05, 72 / 96 + 0.05], abs=0.03)
+    code, _ = _quiet(_args(tmp_path / "data", "fit", "--out", str(whole), *SMALL_FIT, "--roi", "none"))
+    assert code == 0 and read_metadata(whole)["preprocessing"]["roi"] is None
+
+
 @pytest.mark.parametrize(
     ("roi", "fragment"),
     [("0.5,0,0.2,1", "0 <= left < right <= 1"), ("0,0,1", "is 4 numbers"), ("a,0,1,1", "a,0,1,1")],
