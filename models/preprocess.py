@@ -19,7 +19,8 @@ model's few pixels are better spent on the part. A box given as fractions of the
 height (left, top, right, bottom), so that it holds whatever the camera's resolution, is cut out
 before the resize, and the map returns into that box of the whole frame, zero (nothing inspected)
 outside. On tire, whose part fills about half of a 300 × 400 photo, the box gave a trained model
-1.6 × 1.4 times the pixels on the part and lifted image AUROC (BENCHMARKS.md §2).
+1.6 × 1.4 times the pixels on the part and lifted image AUROC (BENCHMARKS.md §2). ``training fit``
+finds the box from the training images unless told (``training.part_box``); here it is a given.
 
 Exposure normalisation (optional, ``exposure_mean``): each image's intensities are multiplied by
 one gain so that its mean is the training images' mean, the way a camera's automatic gain would.

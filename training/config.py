@@ -177,7 +177,9 @@ PRESETS: dict[str, Preset] = {
     # neither of the others sees (it needs no training; the memory is filled after it). Images of
     # one shape are stretched to the square, images of varying shapes letterboxed (``Preset.resize``
     # "auto"): on magnetic_tile's tiles the letterbox raised pixel AUROC on three seeds of three and
-    # kept image AUROC level or higher (BENCHMARKS.md §2).
+    # kept image AUROC level or higher (BENCHMARKS.md §2). A part on a backdrop is boxed
+    # (``Preset.roi`` "auto", ``training.part_box``): on tire the found box raised pixel AUROC and
+    # AUPRO on three seeds of three; a texture that fills the frame is inspected whole.
     "default": Preset(
         DetectorConfig(
             cae=CAEConfig(batch_norm=True),
