@@ -12,10 +12,9 @@ from training.evaluate import EvaluationRun
 from training.synth import write_category
 
 
-def fake_run(scores: list[float], maps: list[np.ndarray], defects: list[str]) -> EvaluationRun:
-    masks = [
-        np.zeros_like(m, dtype=bool) if d == "good" else m > 0 for m, d in zip(maps, defects, strict=True)
-    ]
+def fake_run(
+    scores: list[float], maps: list[np.ndarray], defects: list[str], masks: list[np.ndarray]
+) -> EvaluationRun:
     return EvaluationRun(
         metrics={},
         defects=defects,
@@ -31,9 +30,9 @@ def test_members_are_averaged_in_units_of_their_own_thresholds():
     defects = ["good", "good", "crack", "crack"]
     truth = [np.zeros((2, 2)), np.zeros((2, 2)), np.array([[1.0, 0], [0, 0]]), np.array([[0, 0], [0, 1.0]])]
     # Member a ranks every defect on top; member b ranks badly, on a scale 200 times larger.
-    a = fake_run([0.1, 0.2, 0.8, 0.9], [0.5 * m for m in truth], defects)
-    b = fake_run([30.0, 20.0, 10.0, 25.0], [100 * (1 - m) for m in truth], defects)
-    a.masks = b.masks = [m > 0 for m in truth]
+    masks = [m > 0 for m in truth]
+    a = fake_run([0.1, 0.2, 0.8, 0.9], [0.5 * m for m in truth], defects, masks)
+    b = fake_run([30.0, 20.0, 10.0, 25.0], [100 * (1 - m) for m in truth], defects, masks)
     metrics = average([a, b], [(0.5, 0.25), (100.0, 200.0)])
     # In units: a 0.2, 0.4, 1.6, 1.8; b 0.3, 0.2, 0.1, 0.25 → mean 0.25, 0.3, 0.85, 1.025.
     assert metrics["image_auroc"] == 1.0
