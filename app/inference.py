@@ -1,9 +1,10 @@
 """One forward pass over a batch of decoded images, and everything that must happen on the device.
 
 Runs only on the inference worker thread (``app.batcher``), which owns every model call. On the
-device: uint8 → float and the resize to the model's input (``models.preprocess.to_model_input``,
-the same function training used), the forward pass, then per image the anomaly map resized back to
-the image's own size, the defect mask at the pixel threshold (the request's override or the
+host: the cut to the checkpoint's region of interest, if it has one, so that only the part's
+pixels cross to the device. On the device: uint8 → float and the resize to the model's input
+(``models.preprocess.to_model_input``, the same function training used), the forward pass, then
+per image the anomaly map resized back to the image's own size, the defect mask at the pixel threshold (the request's override or the
 calibrated one), and the anomalous area. Only small things cross back to the CPU: the scores, a
 bool mask and an 8-bit anomaly map per image; rendering and PNG encoding happen in the codec pool.
 
@@ -82,8 +83,7 @@ def run_batch(
         One ImageInference per image, in order.
     """
     calibration = checkpoint.calibration
-    tensors = [torch.from_numpy(image).to(device, non_blocking=True) for image in images]
-    x = checkpoint.model_input(tensors)  # (B, C, S, S)
+    x = checkpoint.model_input([torch.from_numpy(image) for image in images], device)  # (B, C, S, S)
     with network_precision(precision, device):
         output = checkpoint.detector(x)
     normalized = calibration.normalize(output.image_score)  # (B,)

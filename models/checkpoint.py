@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from models.calibration import Calibration
 from models.detector import AnomalyDetector, DetectorConfig
-from models.preprocess import Box, to_model_input
+from models.preprocess import Box, crop_roi, to_model_input
 
 FORMAT_VERSION = 1
 METADATA_KEY = "sspcab_inspect"
@@ -70,10 +70,15 @@ class Checkpoint:
     def color_mode(self) -> str:
         return self.metadata["preprocessing"]["color_mode"]
 
-    def model_input(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(H, W, C) uint8 images to this detector's (B, C, S, S) input: ``to_model_input`` with the
-        size, resize, exposure level and region of interest the checkpoint was trained with."""
-        return to_model_input(images, self.input_size, self.resize, self.exposure_mean, self.roi)
+    def model_input(self, images: Sequence[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
+        """(H, W, C) uint8 images to this detector's (B, C, S, S) input on ``device`` (default: the
+        images'): ``to_model_input`` with the size, resize, exposure level and region of interest
+        the checkpoint was trained with. The region is cut out before the move, so only its pixels
+        cross to the device."""
+        crops = [crop_roi(image, self.roi) for image in images]
+        if device is not None:
+            crops = [crop.to(device, non_blocking=True) for crop in crops]
+        return to_model_input(crops, self.input_size, self.resize, self.exposure_mean)
 
 
 def preprocessing_for(config: DetectorConfig) -> dict:

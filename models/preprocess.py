@@ -89,6 +89,15 @@ def roi_region(height: int, width: int, roi: Box) -> Region:
     return Region(y0, x0, min(y1, height) - y0, min(x1, width) - x0)
 
 
+def crop_roi(image: torch.Tensor, roi: Box | None) -> torch.Tensor:
+    """The ``roi_region`` of an (H, W, C) image, as a view (the crop copies nothing); the image
+    itself when ``roi`` is None."""
+    if roi is None:
+        return image
+    top, left, h, w = roi_region(image.shape[0], image.shape[1], roi)
+    return image[top : top + h, left : left + w]
+
+
 def to_model_input(
     images: Sequence[torch.Tensor],
     size: int,
@@ -114,9 +123,7 @@ def to_model_input(
     for image in images:
         if image.ndim != 3:
             raise ValueError(f"expected an (H, W, C) image, got shape {tuple(image.shape)}")
-        if roi is not None:
-            top, left, h, w = roi_region(image.shape[0], image.shape[1], roi)
-            image = image[top : top + h, left : left + w]  # a view: the crop copies nothing
+        image = crop_roi(image, roi)
         x = image.permute(2, 0, 1)[None].float().div_(255.0)  # (1, C, H, W)
         region = model_region(x.shape[-2], x.shape[-1], size, resize)
         if x.shape[-2:] != (region.height, region.width):

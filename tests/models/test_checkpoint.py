@@ -243,6 +243,8 @@ def test_the_region_of_interest_travels_in_the_checkpoint_and_crops_its_inputs(t
     assert loaded.roi == roi
     image = torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8)
     assert torch.equal(loaded.model_input([image]), to_model_input([image[:20, 10:30]], 24))
+    # The service passes its device: the box is cut on the host, then moved; the input is the same.
+    assert torch.equal(loaded.model_input([image], torch.device("cpu")), loaded.model_input([image]))
     _, metadata = _contents(path)
     del metadata["model"]["roi"]  # written before regions of interest existed
     assert load_checkpoint(_rewrite(path, tmp_path / "older.safetensors", metadata=metadata)).roi is None

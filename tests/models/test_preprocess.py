@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from models.preprocess import Region, check_roi, model_region, roi_region, to_image_size, to_model_input
+from models.preprocess import (
+    Region,
+    check_roi,
+    crop_roi,
+    model_region,
+    roi_region,
+    to_image_size,
+    to_model_input,
+)
 
 
 def test_any_sizes_become_one_square_batch_in_unit_range():
@@ -156,6 +164,14 @@ def test_the_model_input_of_a_region_of_interest_is_that_box_of_the_image():
     box = image[20:40, 15:45].contiguous()
     for resize in ("stretch", "letterbox"):
         assert torch.equal(to_model_input([image], 24, resize, roi=roi), to_model_input([box], 24, resize))
+
+
+def test_the_crop_to_a_region_of_interest_is_a_view_of_the_image():
+    image = torch.arange(40 * 60 * 3, dtype=torch.int32).reshape(40, 60, 3)
+    crop = crop_roi(image, (0.25, 0.5, 0.75, 1.0))
+    assert torch.equal(crop, image[20:40, 15:45])
+    assert crop.untyped_storage().data_ptr() == image.untyped_storage().data_ptr()  # nothing copied
+    assert crop_roi(image, None) is image
 
 
 def test_a_region_of_interest_map_returns_into_its_box_and_is_zero_elsewhere():
