@@ -5,10 +5,8 @@ anomaly source, blended with a random opacity. Regions are Perlin-noise blobs of
 area (DRAEM's masks) or thin random-walk strokes (scratch- and crack-like, the small low-contrast
 defects that reconstruction error misses). Sources need no download: procedural textures, another
 normal image, the image itself shifted and turned (cut-paste style), or a brightness/contrast change
-of the region. Optionally (``area``), some anomalies are instead a large area, 15–50 % of the
-image, whose brightness and contrast shift a little: a surface finished, coated or worn unevenly,
-which the small blobs and strokes never show the head. The mask is exactly the set of pixels that
-changed visibly, so the head is never taught to call an unchanged pixel defective.
+of the region. The mask is exactly the set of pixels that changed visibly, so the head is never
+taught to call an unchanged pixel defective.
 """
 
 import numpy as np
@@ -21,7 +19,6 @@ from training.textures import KINDS, make_texture, perlin_noise
 MIN_CHANGE = 1.5 / 255  # a pixel belongs to the anomaly when some channel moved at least this much
 SHAPES = ("perlin", "stroke")
 SOURCES = ("texture", "other", "self", "intensity")
-AREA_FRACTION = (0.15, 0.5)  # of the image, for ``area_region``
 
 
 def perlin_region(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -45,27 +42,6 @@ def stroke_region(size: int, rng: np.random.Generator) -> np.ndarray:
     return ndimage.binary_dilation(region, iterations=width - 1) if width > 1 else region
 
 
-def area_region(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A large region, 15–50 % of the image (uniform), (size, size) bool: bounded by a smooth curve
-    (Perlin noise of one to two periods across the image) or by a straight edge at any angle."""
-    area = rng.uniform(*AREA_FRACTION)
-    if rng.random() < 0.5:
-        field = perlin_noise((size, size), float(rng.uniform(1.0, 2.0)), rng)
-    else:
-        angle = rng.uniform(0, 2 * np.pi)
-        rows, columns = np.mgrid[:size, :size]
-        field = np.cos(angle) * columns + np.sin(angle) * rows
-    return field > np.quantile(field, 1.0 - area)
-
-
-def area_shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The image with its contrast scaled by 0.7–1.3 about its mean and its brightness moved by
-    0.02–0.12 either way: a mild change, as an unevenly finished area is. (C, S, S) in [0, 1]."""
-    mean = image.mean(axis=(1, 2), keepdims=True)
-    offset = rng.choice((-1.0, 1.0)) * rng.uniform(0.02, 0.12)
-    return np.clip(mean + (image - mean) * rng.uniform(0.7, 1.3) + offset, 0, 1)
-
-
 def anomaly_source(
     image: np.ndarray, other: np.ndarray, rng: np.random.Generator, kind: str | None = None
 ) -> np.ndarray:
@@ -86,7 +62,7 @@ def anomaly_source(
 
 
 def synthesize(
-    image: np.ndarray, other: np.ndarray, rng: np.random.Generator, seamless: float = 0.0, area: float = 0.0
+    image: np.ndarray, other: np.ndarray, rng: np.random.Generator, seamless: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste one synthetic anomaly into a normal image.
 
@@ -97,22 +73,17 @@ def synthesize(
         seamless: probability that a blob is cloned seamlessly (``training.seamless``: no seam, no
             brightness step at its edge) instead of pasted; strokes are always pasted, since a
             seamless clone of a line a few pixels wide is nearly its surroundings.
-        area: probability that the anomaly is a large area's mild shift (``area_region``,
-            ``area_shift``) instead of a blob or a stroke.
     Returns:
         The augmented image (C, S, S) float32 and its exact mask (S, S) bool; the mask is empty only
         if three draws in a row changed nothing visibly (then the image is returned unchanged).
     """
     size = image.shape[-1]
     for _ in range(3):
-        if area and rng.random() < area:  # no draw when off: the same stream as without the option
-            region, source = area_region(size, rng), area_shift(image, rng)
-        else:
-            shape = SHAPES[int(rng.random() < 0.3)]  # 70 % blobs, 30 % strokes
-            region = perlin_region(size, rng) if shape == "perlin" else stroke_region(size, rng)
-            source = anomaly_source(image, other, rng)
-            if seamless and shape == "perlin" and rng.random() < seamless:  # no draw when off: same stream
-                source = seamless_clone(image, source, region)
+        shape = SHAPES[int(rng.random() < 0.3)]  # 70 % blobs, 30 % strokes
+        region = perlin_region(size, rng) if shape == "perlin" else stroke_region(size, rng)
+        source = anomaly_source(image, other, rng)
+        if seamless and shape == "perlin" and rng.random() < seamless:  # no draw when off: same stream
+            source = seamless_clone(image, source, region)
         keep = rng.uniform(0.0, 0.8)  # opacity of the original inside the region (DRAEM's β)
         blended = (1 - keep) * source + keep * image
         changed = region & (np.abs(blended - image).max(axis=0) >= MIN_CHANGE)
@@ -123,14 +94,10 @@ def synthesize(
 
 
 def synthesize_batch(
-    images: torch.Tensor,
-    rng: np.random.Generator,
-    probability: float = 0.5,
-    seamless: float = 0.0,
-    area: float = 0.0,
+    images: torch.Tensor, rng: np.random.Generator, probability: float = 0.5, seamless: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Give each image of a (B, C, S, S) batch an anomaly with ``probability`` (blobs cloned
-    seamlessly with probability ``seamless``, large areas shifted with probability ``area``).
+    seamlessly with probability ``seamless``).
 
     Returns:
         The augmented batch (B, C, S, S) and masks (B, S, S) float {0, 1}, on the batch's device.
@@ -140,6 +107,6 @@ def synthesize_batch(
     for i in range(array.shape[0]):
         if rng.random() < probability:
             other = array[int(rng.integers(array.shape[0]))]
-            out[i], mask = synthesize(array[i], other, rng, seamless, area)
+            out[i], mask = synthesize(array[i], other, rng, seamless)
             masks[i] = mask
     return torch.from_numpy(out).to(images.device), torch.from_numpy(masks).to(images.device)

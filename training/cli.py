@@ -105,12 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="share of synthetic blob anomalies cloned seamlessly (Poisson) instead of pasted",
     )
-    p.add_argument(
-        "--area-probability",
-        type=float,
-        help="share of synthetic anomalies that are instead a large area (15–50 %% of the image) "
-        "whose brightness and contrast shift a little, as an unevenly finished surface",
-    )
     p.add_argument("--augment", choices=("none", "flip", "flip+rot90"))
     p.add_argument(
         "--patience",
@@ -248,7 +242,6 @@ def cmd_fit(args) -> int:
         sspcab_loss_weight=args.sspcab_loss_weight,
         augment=args.augment,
         seamless_probability=args.seamless_probability,
-        area_probability=args.area_probability,
         patience=args.patience,
         patience_fraction=None if args.patience is None else 0.0,  # asked for: exactly that
         snapshot_every=args.snapshot_every,

@@ -46,7 +46,6 @@ class TrainConfig:
     focal_gamma: float = 2.0
     anomaly_probability: float = 0.5  # head presets: share of training images given a synthetic anomaly
     seamless_probability: float = 0.0  # head presets: share of blob anomalies cloned without a seam
-    area_probability: float = 0.0  # head presets: share of anomalies that are a large area's mild shift
     augment: str = "flip"  # "none", "flip" (horizontal+vertical), "flip+rot90"
     val_fraction: float = 0.1  # held-out normal images for early stopping and calibration
     patience: int = 15  # epochs without validation improvement before stopping; 0 disables
@@ -106,7 +105,7 @@ class TrainConfig:
             raise ValueError(f"--on-collapse must be one of {ON_COLLAPSE}, got {self.on_collapse!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
-        for name in ("anomaly_probability", "seamless_probability", "area_probability", "patience_fraction"):
+        for name in ("anomaly_probability", "seamless_probability", "patience_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         # Checked here, not only where they are used, so a bad value fails before training, not after.

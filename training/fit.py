@@ -146,9 +146,7 @@ def training_loss(
     """One batch's loss. With a head, inputs carry synthetic anomalies and the target stays clean."""
     inputs, masks = x, None
     if detector.head is not None:
-        inputs, masks = synthesize_batch(
-            x, rng, config.anomaly_probability, config.seamless_probability, config.area_probability
-        )
+        inputs, masks = synthesize_batch(x, rng, config.anomaly_probability, config.seamless_probability)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         recon, sspcab_loss = detector.cae.forward_with_loss(inputs)
         logits = detector.head(inputs, recon) if detector.head is not None else None
@@ -230,13 +228,7 @@ def fit(
     mean_image = train.mean(dim=0, keepdim=True)
     # A fixed set of synthetic anomalies on the validation images: comparable from epoch to epoch.
     anomalies = (
-        synthesize_batch(
-            val,
-            np.random.default_rng([config.seed, 1]),
-            1.0,
-            config.seamless_probability,
-            config.area_probability,
-        )
+        synthesize_batch(val, np.random.default_rng([config.seed, 1]), 1.0, config.seamless_probability)
         if detector.head
         else None
     )
@@ -353,9 +345,7 @@ def _batch_norm_batches(train: torch.Tensor, crop: int, config: TrainConfig) -> 
     for start in range(0, images.shape[0], config.batch_size):
         batch = images[start : start + config.batch_size]
         batches.append(
-            synthesize_batch(
-                batch, rng, config.anomaly_probability, config.seamless_probability, config.area_probability
-            )[0]
+            synthesize_batch(batch, rng, config.anomaly_probability, config.seamless_probability)[0]
         )
     return batches
 

@@ -351,7 +351,6 @@ def test_without_snapshot_every_no_snapshot_is_kept(data):
         ("pixel_quantile", 0.0, "--pixel-quantile"),
         ("anomaly_probability", 1.5, "--anomaly-probability"),
         ("seamless_probability", -0.1, "--seamless-probability"),
-        ("area_probability", 1.5, "--area-probability"),
     ],
 )
 def test_train_config_validation_names_the_flag(field, value, flag):
