@@ -4,9 +4,10 @@ Runs only on the inference worker thread (``app.batcher``), which owns every mod
 host: the cut to the checkpoint's region of interest, if it has one, so that only the part's
 pixels cross to the device. On the device: uint8 → float and the resize to the model's input
 (``models.preprocess.to_model_input``, the same function training used), the forward pass, then
-per image the anomaly map resized back to the image's own size, the defect mask at the pixel threshold (the request's override or the
-calibrated one), and the anomalous area. Only small things cross back to the CPU: the scores, a
-bool mask and an 8-bit anomaly map per image; rendering and PNG encoding happen in the codec pool.
+per image the anomaly map resized back to the image's own size, the defect mask at the pixel
+threshold (the request's override or the calibrated one), and the anomalous area. Only small things
+cross back to the CPU: the scores, a bool mask and an 8-bit anomaly map per image; rendering and
+PNG encoding happen in the codec pool.
 
 A batch that runs out of device memory is split in halves and retried, down to single images
 (``run_in_halves``): a burst of large images then costs more passes instead of failing every request
