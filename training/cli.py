@@ -39,7 +39,7 @@ from training.data import (
     split_train_val,
 )
 from training.fit import Snapshot, TrainingCollapsed, fit, mixed_precision, resolve_device
-from training.part_box import find_part_box
+from training.part_box import MARGIN, MAX_MARGIN, check_margin, find_part_box
 
 EXIT_USAGE = 2
 
@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         "stands out from the training images' border, or the whole image when nothing does or the "
         "box would cover most of it; none: the whole image (default: the preset's, auto but for "
         "the starting preset's none)",
+    )
+    p.add_argument(
+        "--roi-margin",
+        type=float,
+        metavar="FRACTION",
+        help=f"with --roi auto: the margin around the part, as a fraction of the frame's side (default "
+        f"{MARGIN:g}; 0 to {MAX_MARGIN:g}). Parts that sit a little differently on the line need one; "
+        "a smaller one gives the part more of the model's pixels",
     )
     p.add_argument(
         "--normalize-exposure",
@@ -270,8 +278,13 @@ def cmd_fit(args) -> int:
     config = replace(config, resize=resize)
     roi = args.roi or chosen.roi
     roi_reason = f"--roi {roi}" if args.roi else f"preset {args.preset}"
+    if args.roi_margin is not None and roi != "auto":
+        raise ValueError(
+            f"--roi-margin {args.roi_margin:g}: only --roi auto has a margin; this run's box is {roi} ({roi_reason})"
+        )
     if roi == "auto":
-        box, roi_reason = find_part_box(index.train)
+        margin = MARGIN if args.roi_margin is None else _roi_margin(args.roi_margin)
+        box, roi_reason = find_part_box(index.train, margin)
         config = replace(config, roi=box)
     elif roi != "none":
         config = replace(config, roi=_roi(roi))
@@ -454,6 +467,13 @@ def _roi(text: str) -> Box:
         return check_roi([float(v) for v in text.split(",")])
     except ValueError as err:
         raise ValueError(f"--roi {text!r}: {err}") from None
+
+
+def _roi_margin(margin: float) -> float:
+    try:
+        return check_margin(margin)
+    except ValueError as err:
+        raise ValueError(f"--roi-margin {margin:g}: {err}") from None
 
 
 def _precision(name: str, device: torch.device) -> str:

@@ -149,6 +149,26 @@ def test_the_default_boxes_a_part_on_a_backdrop_and_inspects_a_texture_whole(fit
     assert code == 0 and read_metadata(whole)["preprocessing"]["roi"] is None
 
 
+def test_roi_margin_widens_or_narrows_the_found_box(fitted, tmp_path):
+    from tests.training.test_part_box import part_on_backdrop, write_images
+
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "data" / CATEGORY / "train" / "good", [part_on_backdrop(rng) for _ in range(8)])
+    boxes = {}
+    for margin in ("0.05", "0.02"):
+        out = tmp_path / f"margin-{margin}.safetensors"
+        argv = _args(
+            tmp_path / "data", "fit", "--out", str(out), *SMALL_FIT, "--roi", "auto", "--roi-margin", margin
+        )
+        assert _quiet(argv)[0] == 0
+        boxes[margin] = read_metadata(out)["preprocessing"]["roi"]
+    # The same part, 3 % of the frame's side closer on every side.
+    assert boxes["0.02"] == pytest.approx(
+        [boxes["0.05"][0] + 0.03, boxes["0.05"][1] + 0.03, boxes["0.05"][2] - 0.03, boxes["0.05"][3] - 0.03],
+        abs=1e-4,
+    )
+
+
 @pytest.mark.parametrize(
     ("roi", "fragment"),
     [("0.5,0,0.2,1", "0 <= left < right <= 1"), ("0,0,1", "is 4 numbers"), ("a,0,1,1", "a,0,1,1")],
@@ -542,6 +562,10 @@ def test_corrupt_checkpoint(fitted, tmp_path, capsys):
         (["--snapshot-every", "-5"], ("--snapshot-every", ">= 0")),
         (["--input-size", "24", "--image-size", "12"], ("--image-size 12", "at least", "24")),
         (["--input-size", "24", "--image-size", "50"], ("--image-size 50", "multiple of 6", "try 48")),
+        (["--roi", "none", "--roi-margin", "0.02"], ("--roi-margin 0.02", "only --roi auto", "--roi none")),
+        (["--preset", "starting", "--roi-margin", "0.02"], ("--roi-margin", "preset starting")),
+        (["--roi-margin", "-0.01"], ("--roi-margin -0.01", "between 0 and 0.25")),
+        (["--roi-margin", "nan"], ("--roi-margin nan", "between 0 and 0.25")),
     ],
 )
 def test_invalid_fit_settings_fail_before_training(fitted, tmp_path, capsys, flags, fragments):

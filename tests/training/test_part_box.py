@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.part_box import MARGIN, box_around, find_part_box, part_pixels
+from training.part_box import MARGIN, MAX_MARGIN, box_around, find_part_box, part_pixels
 
 GRID = 128
 
@@ -88,3 +88,18 @@ def test_images_of_other_sizes_give_the_same_box_in_fractions(tmp_path):
 
 def test_no_part_pixels_no_box():
     assert box_around(np.zeros((GRID, GRID), dtype=bool)) is None
+
+
+def test_the_margin_moves_every_side_by_itself_and_stays_inside_the_frame():
+    part = np.zeros((GRID, GRID), dtype=bool)
+    part[32:96, 2:64] = True  # rows 32–95, columns 2–63: near the left border
+    tight, wide = box_around(part, margin=0.0), box_around(part, margin=0.1)
+    assert tight == pytest.approx((2 / GRID, 32 / GRID, 64 / GRID, 96 / GRID), abs=1 / GRID)
+    assert wide == pytest.approx((0.0, tight[1] - 0.1, tight[2] + 0.1, tight[3] + 0.1), abs=1e-4)
+
+
+@pytest.mark.parametrize("margin", [-0.01, MAX_MARGIN + 0.01, float("nan")])
+def test_a_margin_outside_its_range_is_refused(margin):
+    part = np.ones((GRID, GRID), dtype=bool)
+    with pytest.raises(ValueError, match="between 0 and"):
+        box_around(part, margin)
