@@ -16,6 +16,14 @@ TRAINED_FLIPS = {"none": (), "flip": ("h", "v", "hv"), "flip+rot90": ("h", "v", 
 ON_COLLAPSE = ("stop", "warn")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "float32", "bfloat16")
+# The default budget in optimizer steps of 16 images, by what training computes in. Float32's
+# 1 200 steps are 20–30 minutes of a ~250-image category on 2 CPU cores; twice that was better on
+# tire and not on magnetic_tile (BENCHMARKS.md §2). bfloat16 (a GPU's default, a CPU's option)
+# lowered tire's image AUROC at 1 200 steps on three seeds of three, was level with float32 at
+# 2 400, and at 4 800 beat float32's 1 200 on both datasets (BENCHMARKS.md §2, "bfloat16's own
+# budget"): about 50 minutes on 2 CPU cores with AMX. Each precision's budget is the same on every
+# machine, and a CPU trains in float32 unless asked, so one command gives one model on any CPU.
+DEFAULT_MAX_STEPS = {"float32": 1200, "bfloat16": 4800}
 
 
 @dataclass(frozen=True)
@@ -23,11 +31,9 @@ class TrainConfig:
     """How one category is trained; printed at start and saved in the checkpoint."""
 
     # The budget in optimizer steps, so that a small and a large category cost about the same;
-    # epochs (when set) overrides it. Early stopping may end either sooner. 2400 steps was measured
-    # (BENCHMARKS.md §2): better on tire (pixel AUROC 0.972 → 0.981, AUPRO 0.895 → 0.918), not on
-    # magnetic_tile over two seeds (pixel AUROC −0.005 and −0.020), at twice the time (about 40
-    # instead of 20 minutes for a ~250-image category on 2 CPU cores); it stays an option.
-    max_steps: int = 1200
+    # epochs (when set) overrides it. Early stopping may end either sooner. None: the default
+    # budget of the precision training computes in (``DEFAULT_MAX_STEPS``, ``with_budget``).
+    max_steps: int | None = None
     epochs: int | None = None
     batch_size: int = 16
     learning_rate: float = 1e-3  # Adam
@@ -78,9 +84,11 @@ class TrainConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        positive = ("max_steps", "batch_size", "collapse_patience")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        positive = ("batch_size", "collapse_patience")
+        for name in ("epochs", "max_steps"):  # None: not set
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -123,10 +131,19 @@ class TrainConfig:
             return 0
         return max(self.patience, math.ceil(self.patience_fraction * epochs))
 
+    def with_budget(self, precision: str) -> "TrainConfig":
+        """This config with ``max_steps`` set: as given, or the default of ``precision`` ("float32"
+        or "bfloat16"), what training's forward passes compute in (``training.fit.mixed_precision``)."""
+        if self.max_steps is not None:
+            return self
+        return replace(self, max_steps=DEFAULT_MAX_STEPS[precision])
+
     def epochs_for(self, train_images: int) -> int:
-        """Epochs to run: ``epochs`` if set, else enough to reach ``max_steps``."""
+        """Epochs to run: ``epochs`` if set, else enough to reach ``max_steps`` (``with_budget``)."""
         if self.epochs is not None:
             return self.epochs
+        if self.max_steps is None:
+            raise ValueError("TrainConfig.max_steps is not set: with_budget(precision) sets it")
         return max(1, math.ceil(self.max_steps / math.ceil(train_images / self.batch_size)))
 
 

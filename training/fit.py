@@ -202,7 +202,8 @@ def fit(
         train: (N, C, S, S) normal training images in [0, 1] at the detector's input size, on any
             device; larger than the CAE's own input, they are cropped to it (``random_crops``).
         val: (M, C, S, S) held-out normal images.
-        config: the training settings.
+        config: the training settings; without ``max_steps``, the default budget of the precision
+            it trains in (``TrainConfig.with_budget``).
         device: where to train.
         progress: show a tqdm bar per epoch.
     Returns:
@@ -218,6 +219,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     detector.to(device)
     use_amp = mixed_precision(config.precision, device)
+    config = config.with_budget("bfloat16" if use_amp else "float32")
     # cuDNN and oneDNN convolve channels-last tensors faster. Float32 on the CPU keeps the default
     # layout all the same (1.23× faster in channels-last, ``benchmarks.train_step``): the layout
     # changes float32's rounding, and so every CPU figure in BENCHMARKS.md would stop reproducing.

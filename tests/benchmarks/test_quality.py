@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from benchmarks.quality import collect, fit_options, passed_through, roi_by_category
+from benchmarks.quality import collect, default_budget, fit_options, passed_through, roi_by_category
 
 
 def arguments(**overrides) -> argparse.Namespace:
@@ -74,3 +74,14 @@ def test_collect_refuses_runs_with_other_fit_options(tmp_path):
         collect([plain, boxed], tmp_path / "out")
     # Documents written before the pass-through (no such keys) collect with plain runs.
     assert collect([plain, quality_json(tmp_path / "c", precision=None)], tmp_path / "out") == 0
+
+
+def test_the_harness_budget_defaults_to_fits_own_for_the_precision_asked(monkeypatch):
+    import training.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)
+    assert default_budget(None, "cpu") == 1200  # fit's auto: float32 on a CPU
+    assert default_budget("bfloat16", "cpu") == 4800
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: False)
+    with pytest.raises(SystemExit, match="--precision bfloat16: cpu does not compute bfloat16 natively"):
+        default_budget("bfloat16", "cpu")  # before any training, not an hour in

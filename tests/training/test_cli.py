@@ -267,18 +267,20 @@ def test_ema_decay_reaches_the_training_config(fitted, tmp_path):
     assert read_metadata(checkpoint)["training"]["config"]["ema_decay"] == 0.99
 
 
-def test_precision_reaches_the_config_and_the_checkpoint_says_which_precision_trained_it(
+def test_precision_and_its_budget_reach_the_config_and_the_checkpoint_says_which_trained_it(
     fitted, tmp_path, monkeypatch
 ):
     data, original, _ = fitted
     default = read_metadata(original)["training"]
     assert (default["config"]["precision"], default["precision"]) == ("auto", "float32")  # on the CPU
+    assert default["config"]["max_steps"] == 1200  # float32's default budget, recorded
     monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)
     checkpoint = tmp_path / "bfloat16.safetensors"
     code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--precision", "bfloat16"))
     assert code == 0
     training = read_metadata(checkpoint)["training"]
     assert (training["config"]["precision"], training["precision"]) == ("bfloat16", "bfloat16")
+    assert training["config"]["max_steps"] == 4800  # bfloat16's own default budget
 
 
 def test_bfloat16_on_a_cpu_that_would_emulate_it_is_one_line_and_no_checkpoint(fitted, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import training.fit as fit_module
 from models.detector import AnomalyDetector
 from tests.conftest import tiny_config
-from training.config import TrainConfig
+from training.config import DEFAULT_MAX_STEPS, TrainConfig
 from training.fit import (
     TrainingCollapsed,
     augment,
@@ -383,6 +383,32 @@ def test_budget_in_steps_sets_the_epochs_unless_epochs_are_given():
     assert TrainConfig(max_steps=100, epochs=3).epochs_for(1000) == 3
     with pytest.raises(ValueError, match="--epochs"):
         TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="--max-steps"):
+        TrainConfig(max_steps=0)
+
+
+def test_without_a_budget_each_precision_gets_its_own_and_a_budget_given_stays():
+    assert TrainConfig().max_steps is None
+    assert TrainConfig().with_budget("float32").max_steps == DEFAULT_MAX_STEPS["float32"] == 1200
+    assert TrainConfig().with_budget("bfloat16").max_steps == DEFAULT_MAX_STEPS["bfloat16"] == 4800
+    assert TrainConfig(max_steps=100).with_budget("bfloat16").max_steps == 100
+    with pytest.raises(ValueError, match="with_budget"):  # never a silent guess at the budget
+        TrainConfig().epochs_for(100)
+    assert TrainConfig(epochs=3).epochs_for(100) == 3  # epochs need no budget
+
+
+def test_fit_trains_the_default_budget_of_the_precision_it_computes_in(monkeypatch):
+    import training.config as config_module
+
+    monkeypatch.setitem(config_module.DEFAULT_MAX_STEPS, "float32", 2)
+    monkeypatch.setitem(config_module.DEFAULT_MAX_STEPS, "bfloat16", 6)
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)
+    train, val = _textures(8, seed=1), _textures(2, seed=2)
+    epochs = {}
+    for precision in ("float32", "bfloat16"):
+        config = _config(epochs=None, precision=precision)  # batches of 4: 2 steps an epoch
+        epochs[precision] = len(fit(_detector(), train, val, config, CPU, progress=False).history)
+    assert epochs == {"float32": 1, "bfloat16": 3}
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_planned_steps():
