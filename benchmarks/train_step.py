@@ -12,6 +12,9 @@ machine's drift hits each alike, and reported as the median ms per step and its 
   ``--precision bfloat16`` on CPUs with AMX or AVX512-BF16 (``models.precision.native_bfloat16``);
   elsewhere a CPU emulates it, and this row shows what that would cost.
 
+Each row also gives the steps of ``fit``'s default budget in its precision (1 200 in float32, 4 800
+in bfloat16: ``training.config.DEFAULT_MAX_STEPS``) and the minutes those steps alone take here.
+
     python -m benchmarks.train_step                      # RGB, batch 16, all threads
     python -m benchmarks.train_step --channels 1 --threads 1 --rounds 7
 """
@@ -22,13 +25,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from models.detector import AnomalyDetector
 from models.precision import native_bfloat16
-from training.config import preset
+from training.config import DEFAULT_MAX_STEPS, preset
 from training.fit import resolve_device, training_loss
 
 FORMATS = {  # name: (bfloat16 autocast, channels-last)
@@ -88,23 +92,34 @@ def main(argv: list[str] | None = None) -> int:
             detector.to(memory_format=layout)  # type: ignore[call-overload]
             per_round[name].append(step_ms(detector, batch, amp, args.steps, rng))
     reference = statistics.median(per_round["float32"])
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         name: {
             "ms_per_step": statistics.median(times),
             "range_ms": [min(times), max(times)],
             "speedup": reference / statistics.median(times),
+            # ``fit``'s default budget in this format's precision; below, what its steps alone
+            # cost here (no loading, validation or calibration), so a device's run gives its time.
+            "default_steps": DEFAULT_MAX_STEPS["bfloat16" if FORMATS[name][0] else "float32"],
         }
         for name, times in per_round.items()
     }
+    for row in rows.values():
+        row["default_steps_min"] = row["ms_per_step"] * row["default_steps"] / 60e3
     print(
         f"training step, default preset, batch {args.batch_size} × {args.channels}×{size}², {device}, "
         f"{torch.get_num_threads()} threads, native bfloat16: {native_bfloat16(device)}; "
         f"median of {args.rounds} rounds × {args.steps} steps\n"
     )
-    print("| format | ms / step | range over rounds | speed-up over float32 |\n|---|---:|---|---:|")
+    print(
+        "| format | ms / step | range over rounds | speed-up over float32 | its default budget: steps, min |"
+        "\n|---|---:|---|---:|---:|"
+    )
     for name, row in rows.items():
         low, high = min(per_round[name]), max(per_round[name])
-        print(f"| {name} | {row['ms_per_step']:.0f} | {low:.0f}–{high:.0f} | {row['speedup']:.2f}× |")
+        print(
+            f"| {name} | {row['ms_per_step']:.0f} | {low:.0f}–{high:.0f} | {row['speedup']:.2f}× "
+            f"| {row['default_steps']}, {row['default_steps_min']:.1f} |"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {
