@@ -78,9 +78,9 @@ class TrainConfig:
     on_collapse: str = "stop"
     # What training's forward passes compute in (``training.fit.mixed_precision``). "auto": bfloat16
     # autocast on a GPU that computes it natively (Ampere on), float32 elsewhere — a CPU with AMX or
-    # AVX512-BF16 trains 2.5× faster in bfloat16, but at the same step budget tire's image AUROC
-    # fell on three seeds of three; at twice the budget (about float32's time) it was level
-    # (BENCHMARKS.md §2). "bfloat16" asks for it wherever the device computes it natively.
+    # AVX512-BF16 trains 2.5× faster in bfloat16, but needs four times float32's steps to beat it
+    # (``DEFAULT_MAX_STEPS``), so a CPU's default stays float32 and one command gives one model on
+    # any CPU. "bfloat16" asks for it wherever the device computes it natively.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
