@@ -318,6 +318,7 @@ def cmd_fit(args) -> int:
     print(f"  model {json.dumps(config.to_dict())}", file=sys.stderr)
     print(f"  training {json.dumps(train_cfg.to_dict())}", file=sys.stderr)
     print(f"  resize {resize}: {resize_reason}", file=sys.stderr)
+    print(f"  budget {_budget(args, train_cfg, bfloat16)}", file=sys.stderr)
     started = time.perf_counter()
     if config.roi:
         top, left, height, width = roi_region(*image_shape(train_paths[0]), config.roi)
@@ -477,6 +478,16 @@ def _roi_margin(margin: float) -> float:
         return check_margin(margin)
     except ValueError as err:
         raise ValueError(f"--roi-margin {margin:g}: {err}") from None
+
+
+def _budget(args, train_cfg: TrainConfig, bfloat16: bool) -> str:
+    """What ``fit`` will train for, and why: bfloat16's default is four times float32's steps."""
+    if train_cfg.epochs is not None:
+        why = "--epochs" if args.epochs else f"preset {args.preset}"
+        return f"{train_cfg.epochs} epoch{'s' if train_cfg.epochs != 1 else ''} ({why})"
+    if args.max_steps:
+        return f"{train_cfg.max_steps} steps (--max-steps)"
+    return f"{train_cfg.max_steps} steps ({'bfloat16' if bfloat16 else 'float32'}'s default; --max-steps sets it)"
 
 
 def _precision(name: str, device: torch.device) -> str:

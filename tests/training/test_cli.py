@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import models.precision
+import training.config
 import training.fit as fit_module
 from models.checkpoint import load_checkpoint, read_metadata
 from training.cli import main
@@ -281,6 +282,26 @@ def test_precision_and_its_budget_reach_the_config_and_the_checkpoint_says_which
     training = read_metadata(checkpoint)["training"]
     assert (training["config"]["precision"], training["precision"]) == ("bfloat16", "bfloat16")
     assert training["config"]["max_steps"] == 4800  # bfloat16's own default budget
+
+
+def test_fit_says_what_it_trains_for_and_why(fitted, tmp_path, monkeypatch):
+    data, _, _ = fitted
+    monkeypatch.setitem(training.config.DEFAULT_MAX_STEPS, "float32", 2)  # default budgets of seconds
+    monkeypatch.setitem(training.config.DEFAULT_MAX_STEPS, "bfloat16", 4)
+    monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: True)
+    tiny = ("--input-size", "24", "--batch-size", "4", "--no-progress")
+    runs = {  # flags: the budget line fit prints, and the steps the checkpoint records
+        (): ("2 steps (float32's default; --max-steps sets it)", 2),
+        ("--precision", "bfloat16"): ("4 steps (bfloat16's default; --max-steps sets it)", 4),
+        ("--precision", "bfloat16", "--max-steps", "3"): ("3 steps (--max-steps)", 3),
+        ("--epochs", "1"): ("1 epoch (--epochs)", 2),
+    }
+    for flags, (line, steps) in runs.items():
+        out, err = tmp_path / "budget.safetensors", io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main(_args(data, "fit", "--out", str(out), *tiny, *flags)) == 0
+        assert f"  budget {line}\n" in err.getvalue()
+        assert read_metadata(out)["training"]["config"]["max_steps"] == steps
 
 
 def test_bfloat16_on_a_cpu_that_would_emulate_it_is_one_line_and_no_checkpoint(fitted, tmp_path, monkeypatch):
