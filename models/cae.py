@@ -9,11 +9,23 @@ SSPCAB: Ristea et al., CVPR 2022, arXiv 2111.09099.
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from models.sspcab import SSPCAB, self_supervised_loss
+
+# How a 3×3 convolution sees past the edge of its input (``nn.Conv2d``'s ``padding_mode``). Zeros
+# show every layer a black frame around the image, so a network's output is least sure at the
+# image's edges; a reflection continues the image's own texture there.
+PaddingMode = Literal["zeros", "reflect"]
+PADDING_MODES: tuple[PaddingMode, ...] = ("zeros", "reflect")
+
+
+def check_padding(padding: str, owner: str) -> None:
+    if padding not in PADDING_MODES:
+        raise ValueError(f"{owner}.padding must be one of {PADDING_MODES}, got {padding!r}")
 
 
 @dataclass(frozen=True)
@@ -31,10 +43,12 @@ class CAEConfig:
     sspcab_kernel_dim: int = 1
     sspcab_dilation: int = 1
     sspcab_reduction_ratio: int = 8
+    padding: PaddingMode = "zeros"  # of the 3×3 convolutions: one of PADDING_MODES (older checkpoints: zeros)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "pools", tuple(self.pools))
+        check_padding(self.padding, "CAEConfig")
         if len(self.pools) != len(self.widths) - 1:
             raise ValueError(
                 f"CAEConfig.pools needs one factor per block transition ({len(self.widths) - 1}), "
@@ -45,6 +59,11 @@ class CAEConfig:
             raise ValueError(
                 f"CAEConfig.input_size must be a positive multiple of {stride} (the product of "
                 f"pools {self.pools}), got {self.input_size}; try {max(1, round(self.input_size / stride)) * stride}"
+            )
+        if self.padding == "reflect" and self.input_size // stride < 2:
+            raise ValueError(
+                f"CAEConfig.padding reflect needs a bottleneck of at least 2×2 pixels to reflect, got "
+                f"{self.input_size // stride}×{self.input_size // stride} (input_size {self.input_size}, pools {self.pools})"
             )
         if self.in_channels not in (1, 3):
             raise ValueError(f"CAEConfig.in_channels must be 1 or 3, got {self.in_channels}")
@@ -67,11 +86,11 @@ class CAEConfig:
         return cls(**{"input_size": 126, "batch_norm": False, "sspcab": True, **overrides})
 
 
-def conv_block(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
-    """Two 3×3 convolutions (padding 1), each followed by (BatchNorm and) ReLU."""
+def conv_block(c_in: int, c_out: int, batch_norm: bool, padding: PaddingMode = "zeros") -> nn.Sequential:
+    """Two 3×3 convolutions (padding 1 of ``padding``'s mode), each followed by (BatchNorm and) ReLU."""
     layers: list[nn.Module] = []
     for c in (c_in, c_out):
-        layers.append(nn.Conv2d(c, c_out, 3, padding=1, bias=not batch_norm))
+        layers.append(nn.Conv2d(c, c_out, 3, padding=1, bias=not batch_norm, padding_mode=padding))
         if batch_norm:
             layers.append(nn.BatchNorm2d(c_out))
         layers.append(nn.ReLU(inplace=True))
@@ -88,12 +107,12 @@ class CAE(nn.Module):
     def __init__(self, config: CAEConfig) -> None:
         super().__init__()
         self.config = config
-        bn = config.batch_norm
+        bn, pad = config.batch_norm, config.padding
         widths = config.widths
         self.encoder = nn.ModuleList()
         c_in = config.in_channels
         for i, width in enumerate(widths):
-            stage: list[nn.Module] = [conv_block(c_in, width, bn)]
+            stage: list[nn.Module] = [conv_block(c_in, width, bn, pad)]
             if i == config.sspcab_block_index and config.sspcab:
                 stage.append(
                     SSPCAB(
@@ -108,12 +127,13 @@ class CAE(nn.Module):
             self.encoder.append(nn.Sequential(*stage))
             c_in = width
         self.bottleneck = nn.Sequential(
-            nn.Conv2d(widths[-1], config.bottleneck_channels, 3, padding=1), nn.ReLU(inplace=True)
+            nn.Conv2d(widths[-1], config.bottleneck_channels, 3, padding=1, padding_mode=pad),
+            nn.ReLU(inplace=True),
         )
-        decoder: list[nn.Module] = [conv_block(config.bottleneck_channels, widths[-1], bn)]
+        decoder: list[nn.Module] = [conv_block(config.bottleneck_channels, widths[-1], bn, pad)]
         for width, up, pool in zip(widths[-2::-1], widths[:0:-1], config.pools[::-1], strict=True):
             decoder.append(nn.ConvTranspose2d(up, width, pool, stride=pool))
-            decoder.append(conv_block(width, width, bn))
+            decoder.append(conv_block(width, width, bn, pad))
         decoder.append(nn.Conv2d(widths[0], config.in_channels, 1))  # projection to image channels
         self.decoder = nn.Sequential(*decoder)
 

@@ -71,6 +71,16 @@ class DetectorConfig:
                     f"({self.cae.input_size}) and a multiple of {stride} (the product of its pools), "
                     f"got {self.image_size}; try {max(self.cae.input_size, round(self.image_size / stride) * stride)}"
                 )
+        if self.head is not None and self.head.padding == "reflect":
+            side = self.cae.input_size  # the smallest square the head sees (training's crops)
+            for _ in self.head.widths[1:]:
+                side = -(-side // 2)  # its max-pools round up
+            if side < 2:
+                raise ValueError(
+                    f"DetectorConfig: a head with padding reflect needs at least 2×2 pixels at its "
+                    f"bottom level, and {len(self.head.widths)} levels leave {side}×{side} of a "
+                    f"{self.cae.input_size}² input"
+                )
         uses_head = self.scoring.anomaly_map in HEAD_MAPS
         if uses_head != (self.head is not None):
             raise ValueError(

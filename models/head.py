@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cae import conv_block
+from models.cae import PaddingMode, check_padding, conv_block
 from models.sspcab import SSPCAB
 
 
@@ -25,9 +25,12 @@ class HeadConfig:
     widths: tuple[int, ...] = (16, 32, 64, 64)  # channels per U-Net level, top to bottom
     sspcab: bool = True  # SSPCAB at the bottleneck
     batch_norm: bool = True
+    # Of the 3×3 convolutions (``models.cae.PADDING_MODES``); older checkpoints: zeros.
+    padding: PaddingMode = "zeros"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(self.widths))
+        check_padding(self.padding, "HeadConfig")
         if len(self.widths) < 2 or min(self.widths) < 1:
             raise ValueError(f"HeadConfig.widths needs at least two positive levels, got {self.widths}")
 
@@ -43,15 +46,15 @@ class DiscriminativeHead(nn.Module):
     def __init__(self, config: HeadConfig, image_channels: int) -> None:
         super().__init__()
         self.config = config
-        bn, widths = config.batch_norm, config.widths
+        bn, pad, widths = config.batch_norm, config.padding, config.widths
         self.down = nn.ModuleList()
         c_in = 2 * image_channels
         for width in widths:
-            self.down.append(conv_block(c_in, width, bn))
+            self.down.append(conv_block(c_in, width, bn, pad))
             c_in = width
         self.sspcab = SSPCAB(widths[-1]) if config.sspcab else nn.Identity()
         self.up = nn.ModuleList(
-            conv_block(deep + skip, skip, bn)
+            conv_block(deep + skip, skip, bn, pad)
             for deep, skip in zip(widths[:0:-1], widths[-2::-1], strict=True)
         )
         self.out = nn.Conv2d(widths[0], 1, 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.cae import PADDING_MODES
 from models.calibration import Calibration
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-sspcab",
         action="store_true",
         help="ablation: no SSPCAB block in the autoencoder or the head (and so no SSPCAB loss)",
+    )
+    p.add_argument(
+        "--padding",
+        choices=PADDING_MODES,
+        help="what the networks' 3×3 convolutions see past the image's edge: zeros (a black frame) "
+        "or its reflection (default: the preset's)",
     )
     p.add_argument(
         "--seamless-probability",
@@ -292,6 +299,9 @@ def cmd_fit(args) -> int:
     if args.no_sspcab:
         head = replace(config.head, sspcab=False) if config.head is not None else None
         config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
+    if args.padding:
+        head = replace(config.head, padding=args.padding) if config.head is not None else None
+        config = replace(config, cae=replace(config.cae, padding=args.padding), head=head)
     if args.anomaly_map:
         texture = config.texture if args.anomaly_map == FUSED_MAP else None
         config = replace(

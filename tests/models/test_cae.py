@@ -115,3 +115,30 @@ def test_forward_equals_forward_with_loss(batch_norm, sspcab):
     with torch.no_grad():
         recon, _ = model.forward_with_loss(x)
         assert torch.equal(model(x), recon)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_every_3x3_convolution_pads_as_configured(padding):
+    model = CAE(_small(padding=padding))
+    modes = [m.padding_mode for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(modes) == 2 * 3 + 1 + 2 * 3 and set(modes) == {padding}  # encoder, bottleneck, decoder
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_a_reflected_edge_looks_like_the_inside_to_the_first_layer(padding):
+    """A uniform image: padded with zeros, the first convolution answers otherwise at the edge
+    than inside (a dark frame); reflected, the same everywhere."""
+    torch.manual_seed(0)
+    first = CAE(_small(padding=padding)).encoder[0][0][0]
+    with torch.no_grad():
+        out = first(torch.full((1, 3, 12, 12), 0.5))  # (1, 4, 12, 12)
+    inside = out[..., 6:7, 6:7]
+    assert torch.allclose(out, inside.expand_as(out), atol=1e-6) == (padding == "reflect")
+
+
+def test_invalid_padding_names_the_field_and_reflection_needs_two_pixels():
+    with pytest.raises(ValueError, match=r"CAEConfig.padding must be one of \('zeros', 'reflect'\)"):
+        _small(padding="circular")
+    with pytest.raises(ValueError, match="padding reflect needs a bottleneck of at least 2×2"):
+        _small(input_size=6, padding="reflect")  # pools 2 and 3: a 1×1 bottleneck
+    assert CAE(_small(padding="reflect"))(torch.rand(1, 3, 12, 12)).shape == (1, 3, 12, 12)  # 2×2

@@ -19,8 +19,10 @@ from models.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from models.detector import AnomalyDetector
+from models.detector import AnomalyDetector, DetectorConfig
+from models.head import HeadConfig
 from models.preprocess import to_model_input
+from models.scoring import ScoringConfig
 from tests.conftest import tiny_config
 
 
@@ -166,6 +168,27 @@ def test_the_resize_mode_travels_in_the_checkpoint_and_older_ones_read_as_stretc
     del metadata["model"]["resize"]  # written before the letterbox existed
     older = _rewrite(path, tmp_path / "older.safetensors", metadata=metadata)
     assert load_checkpoint(older).resize == "stretch"
+
+
+def test_the_padding_travels_in_the_checkpoint_and_older_ones_read_as_zeros(tmp_path):
+    config = DetectorConfig(
+        cae=replace(tiny_config().cae, padding="reflect"),
+        scoring=ScoringConfig(anomaly_map="head"),
+        head=HeadConfig(widths=(4, 8), padding="reflect"),
+    )
+    torch.manual_seed(0)
+    detector = AnomalyDetector(config).eval()
+    calibration = Calibration(pixel_threshold=0.05, image_threshold=0.1, score_scale=0.02)
+    path = save_checkpoint(tmp_path / "pad.safetensors", detector, category="pad", calibration=calibration)
+    loaded = load_checkpoint(path).detector
+    assert loaded.config.cae.padding == "reflect" and loaded.config.head.padding == "reflect"
+    x = torch.rand(2, 3, 24, 24)
+    assert torch.equal(loaded(x).anomaly_map, detector(x).anomaly_map)
+    _, metadata = _contents(path)
+    del metadata["model"]["cae"]["padding"], metadata["model"]["head"]["padding"]  # written before
+    older = load_checkpoint(_rewrite(path, tmp_path / "older.safetensors", metadata=metadata)).detector
+    assert older.config.cae.padding == "zeros" and older.config.head.padding == "zeros"
+    assert not torch.equal(older(x).anomaly_map, detector(x).anomaly_map)  # the same weights, zero-padded
 
 
 def test_the_image_size_travels_in_the_checkpoint_and_older_ones_score_at_the_cae_input(tmp_path):

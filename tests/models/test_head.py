@@ -127,3 +127,24 @@ def test_with_anomaly_map_rescores_the_same_weights():
         torch.testing.assert_close(fused.head(x, recon), detector.head(x, recon))
     with pytest.raises(ValueError, match="needs a discriminative head"):
         with_anomaly_map(error_only, "head")
+
+
+def test_the_head_pads_as_configured_and_a_reflecting_head_needs_two_pixels_at_the_bottom():
+    head = DiscriminativeHead(HeadConfig(widths=(4, 8, 8), padding="reflect"), image_channels=1)
+    modes = {
+        m.padding_mode for m in head.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    }
+    assert modes == {"reflect"}
+    assert head(torch.rand(1, 1, 5, 7), torch.rand(1, 1, 5, 7)).shape == (1, 5, 7)  # 5 → 3 → 2 rows
+    with pytest.raises(ValueError, match=r"HeadConfig\.padding must be one of"):
+        HeadConfig(padding="replicate")
+    cae = CAEConfig(input_size=8, in_channels=1, widths=(4, 8), pools=(2,), bottleneck_channels=8)
+    with pytest.raises(ValueError, match="leave 1×1 of a 8² input"):  # 8 → 4 → 2 → 1
+        DetectorConfig(
+            cae=cae,
+            scoring=ScoringConfig(anomaly_map="head"),
+            head=HeadConfig((4, 8, 8, 8), padding="reflect"),
+        )
+    DetectorConfig(
+        cae=cae, scoring=ScoringConfig(anomaly_map="head"), head=HeadConfig((4, 8, 8), padding="reflect")
+    )

@@ -93,6 +93,27 @@ def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     assert not [name for name in names if "sspcab" in name]
 
 
+def test_padding_reflect_reaches_both_networks(fitted, tmp_path):
+    data, default, _ = fitted
+    checkpoint = tmp_path / "reflect.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--padding", "reflect"))
+    assert code == 0
+    model = read_metadata(checkpoint)["model"]
+    assert model["cae"]["padding"] == "reflect" and model["head"]["padding"] == "reflect"
+    modes = {
+        m.padding_mode
+        for m in load_checkpoint(checkpoint, "cpu").detector.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    }
+    assert modes == {"reflect"}
+    default_model = read_metadata(default)["model"]
+    assert (
+        default_model["cae"]["padding"]
+        == default_model["head"]["padding"]
+        == training.config.PRESETS["default"].detector.cae.padding
+    )
+
+
 def test_letterbox_fit_records_its_resize_and_its_checkpoint_evaluates(fitted, tmp_path, capsys):
     data, _, _ = fitted
     checkpoint = tmp_path / "letterbox.safetensors"
