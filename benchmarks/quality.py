@@ -18,7 +18,8 @@ loss), ``starting+sspcab`` (the same with ``--sspcab-loss-weight 0.1``), ``defau
 training, only ``default`` in the same ``--out``), ``default-letterbox`` and ``default-stretch`` (the
 default with its resize pinned, ``fit --resize letterbox|stretch``, where the default chooses from the
 training images' shapes), ``default-whole-frame`` (the default without the part's box that it finds
-in the training images, ``fit --roi none``), ``default-image-252`` (the default trained
+in the training images, ``fit --roi none``), ``default-reflect`` (the networks' convolutions
+reflecting the image past its edge, ``fit --padding reflect``), ``default-image-252`` (the default trained
 on 126² crops of images resized to 252², which it scores whole, ``fit --image-size 252``), the ablations
 ``default-no-head``, ``default-no-sspcab``, ``default-no-sspcab-loss``, or any other preset name of
 ``training.config.PRESETS``. A model that collapses to a constant output is trained on
@@ -133,6 +134,12 @@ CONFIGURATIONS = {
         "default",
         ("--ema-decay", "0.995"),
         "default validated and kept as a moving average of its weights (decay 0.995 per step)",
+    ),
+    "default-reflect": Configuration(
+        "default-reflect",
+        "default",
+        ("--padding", "reflect"),
+        "default whose convolutions reflect the image past its edge instead of padding zeros",
     ),
     "default-image-252": Configuration(
         "default-image-252",

@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from benchmarks.quality import collect, default_budget, fit_options, passed_through, roi_by_category
+from benchmarks.quality import (
+    CONFIGURATIONS,
+    collect,
+    default_budget,
+    fit_options,
+    passed_through,
+    roi_by_category,
+)
+from training.cli import build_parser
 
 
 def arguments(**overrides) -> argparse.Namespace:
@@ -85,3 +93,11 @@ def test_the_harness_budget_defaults_to_fits_own_for_the_precision_asked(monkeyp
     monkeypatch.setattr(fit_module, "native_bfloat16", lambda device: False)
     with pytest.raises(SystemExit, match="--precision bfloat16: cpu does not compute bfloat16 natively"):
         default_budget("bfloat16", "cpu")  # before any training, not an hour in
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGURATIONS))
+def test_every_configuration_is_a_fit_that_the_training_cli_accepts(name):
+    configuration = CONFIGURATIONS[name]
+    command = ["fit", "--data-root", "d", "--category", "c", "--out", "o", "--preset", configuration.preset]
+    args = build_parser().parse_args([*command, *configuration.fit_arguments])
+    assert args.preset == configuration.preset
