@@ -93,25 +93,23 @@ def test_no_sspcab_ablation_removes_every_sspcab_block(fitted, tmp_path):
     assert not [name for name in names if "sspcab" in name]
 
 
-def test_padding_reflect_reaches_both_networks(fitted, tmp_path):
+def test_padding_flag_reaches_both_networks(fitted, tmp_path):
     data, default, _ = fitted
-    checkpoint = tmp_path / "reflect.safetensors"
-    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--padding", "reflect"))
+    preset_padding = training.config.PRESETS["default"].detector.cae.padding
+    default_model = read_metadata(default)["model"]
+    assert default_model["cae"]["padding"] == default_model["head"]["padding"] == preset_padding
+    other = "zeros" if preset_padding == "reflect" else "reflect"  # the flag must change something
+    checkpoint = tmp_path / f"{other}.safetensors"
+    code, _ = _quiet(_args(data, "fit", "--out", str(checkpoint), *SMALL_FIT, "--padding", other))
     assert code == 0
     model = read_metadata(checkpoint)["model"]
-    assert model["cae"]["padding"] == "reflect" and model["head"]["padding"] == "reflect"
+    assert model["cae"]["padding"] == other and model["head"]["padding"] == other
     modes = {
         m.padding_mode
         for m in load_checkpoint(checkpoint, "cpu").detector.modules()
         if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
     }
-    assert modes == {"reflect"}
-    default_model = read_metadata(default)["model"]
-    assert (
-        default_model["cae"]["padding"]
-        == default_model["head"]["padding"]
-        == training.config.PRESETS["default"].detector.cae.padding
-    )
+    assert modes == {other}
 
 
 def test_letterbox_fit_records_its_resize_and_its_checkpoint_evaluates(fitted, tmp_path, capsys):
