@@ -17,7 +17,13 @@ import torch
 from models.cae import PADDING_MODES
 from models.calibration import Calibration
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from models.detector import AnomalyDetector, with_anomaly_map, with_test_time_flips, with_texture
+from models.detector import (
+    AnomalyDetector,
+    DetectorConfig,
+    with_anomaly_map,
+    with_test_time_flips,
+    with_texture,
+)
 from models.flips import FLIPS
 from models.precision import PRECISIONS as PRECISIONS_AT_INFERENCE
 from models.precision import check_precision
@@ -297,11 +303,9 @@ def cmd_fit(args) -> int:
     elif roi != "none":
         config = replace(config, roi=_roi(roi))
     if args.no_sspcab:
-        head = replace(config.head, sspcab=False) if config.head is not None else None
-        config = replace(config, cae=replace(config.cae, sspcab=False), head=head)
+        config = _in_both_networks(config, sspcab=False)
     if args.padding:
-        head = replace(config.head, padding=args.padding) if config.head is not None else None
-        config = replace(config, cae=replace(config.cae, padding=args.padding), head=head)
+        config = _in_both_networks(config, padding=args.padding)
     if args.anomaly_map:
         texture = config.texture if args.anomaly_map == FUSED_MAP else None
         config = replace(
@@ -472,6 +476,13 @@ def _flip_names(text: str) -> tuple[str, ...]:
     except ValueError as err:
         raise ValueError(f"--test-time-flips {text!r}: {err}") from None
     return names
+
+
+def _in_both_networks(config: DetectorConfig, **fields) -> DetectorConfig:
+    """``config`` with ``fields`` set in the autoencoder's config and, if it has one, the head's:
+    an ablation or an option of the networks' design applies to both of them."""
+    head = replace(config.head, **fields) if config.head is not None else None
+    return replace(config, cae=replace(config.cae, **fields), head=head)
 
 
 def _roi(text: str) -> Box:
