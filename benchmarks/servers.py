@@ -93,14 +93,20 @@ def make_target(
 
 
 class RunningServer:
-    """A started target; use as a context manager. ``url`` is its base URL, ``pid`` its process."""
+    """A started target; use as a context manager. ``url`` is its base URL, ``pid`` its process.
 
-    def __init__(self, target: Target, ready_timeout_s: float = 180.0) -> None:
+    Its output goes to ``log_path``, a file in ``log_dir`` (the system's temporary folder unless
+    given) that outlives the server so that a failure can still be read; a caller that cleans up
+    after itself passes a folder it removes."""
+
+    def __init__(self, target: Target, ready_timeout_s: float = 180.0, log_dir: Path | None = None) -> None:
         self.target = target
         self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{target.name}-", suffix=".log")[1])
+        fd, log_path = tempfile.mkstemp(prefix=f"bench-{target.name}-", suffix=".log", dir=log_dir)
+        os.close(fd)  # __enter__ opens it by name for the child
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
 
     @property

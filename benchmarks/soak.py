@@ -649,7 +649,8 @@ def soak_service(
             "INSPECT_LOG_FORMAT": "json",  # server_side_latency reads its access log
             **(env or {}),
         }
-        with RunningServer(make_target("service", checkpoint, service_env=service_env)) as server:
+        target = make_target("service", checkpoint, service_env=service_env)
+        with RunningServer(target, log_dir=Path(tmp)) as server:
             result = run(run_soak(server.url, server.pid, category, small_pngs(side=image_size), config))
             result["server_alive"] = server.process is not None and server.process.poll() is None
             result["server_side"] = server_side_latency(server.log_path, result["windows"])

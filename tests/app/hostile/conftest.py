@@ -171,12 +171,12 @@ class Live:
 
 def start_live(weights_dir: Path, *uvicorn_args: str, **env: str) -> RunningServer:
     """``uvicorn app.main:app [uvicorn_args]`` serving ``weights_dir`` on a free loopback port, not
-    yet started."""
+    yet started; its log lies in ``weights_dir`` too, a test's temporary folder."""
     service_env = {"INSPECT_CODEC_WORKERS": "2", "INSPECT_TORCH_THREADS": "1", **env}
     any_checkpoint = next(weights_dir.glob("*.safetensors"))
     target = make_target("service", any_checkpoint, service_env=service_env)
     target = replace(target, command=target.command + uvicorn_args)
-    return RunningServer(target, ready_timeout_s=60)
+    return RunningServer(target, ready_timeout_s=60, log_dir=weights_dir)
 
 
 @pytest.fixture(scope="package")

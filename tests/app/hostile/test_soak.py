@@ -2,6 +2,8 @@
 Retry-After once the service is overloaded; none lost or hung; memory flat; the service sheds an
 overload and recovers when it ends. A few hundred requests always; the long soak is marked slow."""
 
+import tempfile
+
 import pytest
 
 from benchmarks.soak import SoakConfig, soak_service
@@ -24,7 +26,8 @@ def check(result: dict, max_growth_mib: float) -> None:
     assert result["server_alive"]
 
 
-def test_a_few_hundred_requests_and_a_short_overload():
+def test_a_few_hundred_requests_and_a_short_overload(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the soak makes its files
     config = SoakConfig(
         requests=300,
         concurrency=16,
@@ -42,6 +45,7 @@ def test_a_few_hundred_requests_and_a_short_overload():
     check(result, max_growth_mib=80)
     assert result["recovery"]["normal_s"] < 10
     assert result["server_side"]["overload"]["503"]["p50_ms"] < 20, result["server_side"]
+    assert not list(tmp_path.iterdir())  # its weights and the server's log removed with it
 
 
 @pytest.mark.slow
