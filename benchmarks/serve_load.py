@@ -78,7 +78,10 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--floor", type=Path, help="floor.py's JSON: show throughput as a share of the floor")
     parser.add_argument(
-        "--out", type=Path, default=Path("reports/bench"), help="folder for the .md and .json"
+        "--out",
+        type=Path,
+        default=Path("reports/bench"),
+        help="folder for the .md and .json, and the started servers' logs (in logs/)",
     )
 
 
@@ -246,7 +249,10 @@ def measure_target(
     target = make_target(
         name, checkpoint, args.device, service_env(args), args.max_batch_size, args.max_batch_wait_ms
     )
-    with RunningServer(target) as server:
+    logs = args.out / "logs"  # beside the report it explains, not left in the temporary folder
+    logs.mkdir(parents=True, exist_ok=True)
+    with RunningServer(target, log_dir=logs) as server:
+        print(f"  {name} logs to {server.log_path}", file=sys.stderr)
         return run(run_phases(server.url, inspect_path(args), requests, server_pid=server.pid, **phases))
 
 
