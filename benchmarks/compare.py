@@ -33,7 +33,7 @@ from benchmarks.serve_load import (
     validate,
     write_outputs,
 )
-from benchmarks.servers import DEFAULT_TARGETS, TARGETS
+from benchmarks.servers import DEFAULT_TARGETS, TARGETS, report_log_dir
 
 REFERENCE = "service"
 
@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     by_target: dict[str, dict[str, list[PhaseResult]]] = defaultdict(lambda: defaultdict(list))
     every_run, checks, failures = [], {}, []
+    logs = report_log_dir(args.out, "compare")  # every round's server logs, beside the report they explain
     for round_index in range(args.rounds):
         for target in args.targets:
             try:
-                check, results = measure_target(args, target, requests, checkpoint)
+                check, results = measure_target(args, target, requests, checkpoint, logs)
             except RuntimeError as err:  # one target that fails to start or answer spoils only its runs
                 print(f"  {target} round {round_index + 1} failed: {err}", file=sys.stderr)
                 failures.append({"target": target, "round": round_index + 1, "error": str(err)[-2000:]})

@@ -26,7 +26,7 @@ from pathlib import Path
 from app.cpus import usable_cpus
 from benchmarks.images import ImageSet, folder_images, synthetic_images
 from benchmarks.measure import PhaseResult, multipart_requests, raw_requests, run, run_phases
-from benchmarks.servers import TARGETS, RunningServer, make_target
+from benchmarks.servers import TARGETS, RunningServer, make_target, report_log_dir
 
 QUICK_WEIGHTS = (
     "python -m training synth --out /tmp/bsynth --category demo --n-train 40 && "
@@ -81,7 +81,7 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=Path("reports/bench"),
-        help="folder for the .md and .json, and the started servers' logs (in logs/)",
+        help="folder for the .md and .json, and the started servers' logs (in logs/<report>/)",
     )
 
 
@@ -231,9 +231,10 @@ def write_outputs(out: Path, stem: str, markdown: str, document: dict) -> None:
 
 
 def measure_target(
-    args: argparse.Namespace, name: str, requests, checkpoint: Path | None
+    args: argparse.Namespace, name: str, requests, checkpoint: Path | None, log_dir: Path | None = None
 ) -> tuple[dict, list]:
-    """Start ``name`` (or use --url), run every phase, stop it; returns (check, phases)."""
+    """Start ``name`` (or use --url), run every phase, stop it; returns (check, phases). A started
+    server logs into ``log_dir`` (the system's temporary folder unless given)."""
     phases = {
         "concurrencies": args.concurrency,
         "rates": args.rates,
@@ -249,9 +250,7 @@ def measure_target(
     target = make_target(
         name, checkpoint, args.device, service_env(args), args.max_batch_size, args.max_batch_wait_ms
     )
-    logs = args.out / "logs"  # beside the report it explains, not left in the temporary folder
-    logs.mkdir(parents=True, exist_ok=True)
-    with RunningServer(target, log_dir=logs) as server:
+    with RunningServer(target, log_dir=log_dir) as server:
         print(f"  {name} logs to {server.log_path}", file=sys.stderr)
         return run(run_phases(server.url, inspect_path(args), requests, server_pid=server.pid, **phases))
 
@@ -276,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "external" if args.url else args.target
     print(f"{name}: {images.describe()}; load {state['load_average']}", file=sys.stderr)
     started = time.perf_counter()
-    check, results = measure_target(args, name, requests, checkpoint)
+    logs = None if args.url else report_log_dir(args.out, "serve_load")  # beside the report it explains
+    check, results = measure_target(args, name, requests, checkpoint, logs)
     rows = [(name, r) for r in results]
     document = {
         "machine": {**state, "load_average_after": [round(x, 2) for x in os.getloadavg()]},

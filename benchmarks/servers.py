@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 DEFAULT_TARGETS = ("service", "service-bs1", "naive", "litserve")
 TARGETS = (*DEFAULT_TARGETS, "service-bf16")
+LOG_PREFIX = "bench-"  # a started server's log file: bench-<target>-<random>.log
 SERVICE_VARIANTS = {  # each variant of this service: its settings over the common ones
     "service": {},
     "service-bs1": {"INSPECT_MAX_BATCH_SIZE": "1"},
@@ -58,6 +59,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def report_log_dir(out: Path, report: str) -> Path:
+    """``out``/logs/``report``, for the logs of the servers a run starts, emptied of the ones the
+    previous run of that report left there: the logs beside a report are those that explain it,
+    and runs repeated into one folder do not pile them up. Other reports' logs in ``out`` and files
+    other than server logs are left alone."""
+    logs = out / "logs" / report
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob(f"{LOG_PREFIX}*.log"):
+        old.unlink(missing_ok=True)
+    return logs
 
 
 def make_target(
@@ -104,7 +117,7 @@ class RunningServer:
         self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
-        fd, log_path = tempfile.mkstemp(prefix=f"bench-{target.name}-", suffix=".log", dir=log_dir)
+        fd, log_path = tempfile.mkstemp(prefix=f"{LOG_PREFIX}{target.name}-", suffix=".log", dir=log_dir)
         os.close(fd)  # __enter__ opens it by name for the child
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None

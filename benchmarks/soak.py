@@ -52,7 +52,7 @@ from PIL import Image
 
 from app.cpus import usable_cpus
 from benchmarks.measure import run
-from benchmarks.servers import RunningServer, make_target
+from benchmarks.servers import RunningServer, make_target, report_log_dir
 from models.cae import CAEConfig
 from models.calibration import Calibration
 from models.checkpoint import save_checkpoint
@@ -553,6 +553,8 @@ def markdown(result: dict) -> str:
         f"({back['probes']} probes).",
         "",
     ]
+    if result.get("server_log"):
+        lines += [f"The service's log: `{result['server_log']}`.", ""]
     return "\n".join(lines)
 
 
@@ -581,7 +583,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--after-requests", type=int, default=0, help="a second soak after the recovery")
     parser.add_argument("--image-size", type=int, default=64, help="side of the PNGs sent")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="INSPECT_* setting")
-    parser.add_argument("--out", type=Path, default=Path("reports/soak"), help="folder for soak.json/.md")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/soak"), help="folder for soak.json/.md and logs/"
+    )
     return parser.parse_args(argv)
 
 
@@ -635,8 +639,12 @@ def soak_service(
     env: dict[str, str] | None = None,
     image_size: int = 64,
     category: str = CATEGORY,
+    log_dir: Path | None = None,
 ) -> dict:
-    """Start the service on loopback (a tiny checkpoint unless ``weights_dir``), soak it, stop it."""
+    """Start the service on loopback (a tiny checkpoint unless ``weights_dir``), soak it, stop it.
+
+    The server logs into ``log_dir``, where its log outlives the soak (``server_log`` in the result
+    names it); without one, into the soak's temporary folder, removed with it."""
     with tempfile.TemporaryDirectory(prefix="soak-weights-") as tmp:
         checkpoint = (
             next(Path(weights_dir).glob(f"{category}.safetensors"))
@@ -650,11 +658,14 @@ def soak_service(
             **(env or {}),
         }
         target = make_target("service", checkpoint, service_env=service_env)
-        with RunningServer(target, log_dir=Path(tmp)) as server:
+        with RunningServer(target, log_dir=log_dir or Path(tmp)) as server:
+            if log_dir:
+                print(f"  service logs to {server.log_path}", file=sys.stderr)
             result = run(run_soak(server.url, server.pid, category, small_pngs(side=image_size), config))
             result["server_alive"] = server.process is not None and server.process.poll() is None
             result["server_side"] = server_side_latency(server.log_path, result["windows"])
             result["server_env"] = service_env
+            result["server_log"] = str(server.log_path) if log_dir else None
     return result
 
 
@@ -666,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.url:
         result = run(run_soak(args.url, args.pid, args.category, small_pngs(side=args.image_size), config))
     else:
-        result = soak_service(config, args.weights_dir, env, args.image_size, args.category)
+        logs = report_log_dir(args.out, "soak")  # the server's log, kept beside the report it explains
+        result = soak_service(config, args.weights_dir, env, args.image_size, args.category, logs)
     result = {
         **started,
         **result,

@@ -3,6 +3,7 @@ Retry-After once the service is overloaded; none lost or hung; memory flat; the 
 overload and recovers when it ends. A few hundred requests always; the long soak is marked slow."""
 
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -41,11 +42,15 @@ def test_a_few_hundred_requests_and_a_short_overload(tmp_path, monkeypatch):
         timeout_s=30,
         settle_s=0.2,
     )
-    result = soak_service(config, env={"INSPECT_MAX_IN_FLIGHT": "16"})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    result = soak_service(config, env={"INSPECT_MAX_IN_FLIGHT": "16"}, log_dir=logs)
     check(result, max_growth_mib=80)
     assert result["recovery"]["normal_s"] < 10
     assert result["server_side"]["overload"]["503"]["p50_ms"] < 20, result["server_side"]
-    assert not list(tmp_path.iterdir())  # its weights and the server's log removed with it
+    assert list(tmp_path.iterdir()) == [logs]  # its temporary weights removed with it ...
+    server_log = Path(result["server_log"])
+    assert server_log.parent == logs and '"event": "request"' in server_log.read_text()  # ... its log kept
 
 
 @pytest.mark.slow
